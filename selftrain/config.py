@@ -1,0 +1,323 @@
+"""The run configuration: seed-000 keys plus the STaR recipe, validated once.
+
+Precedence: defaults < config file (YAML or JSON) < command-line flags. Unknown
+keys and bad values stop the stage with a message naming the file and key.
+Every value has a one-line reason in `configs/README.md`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+from selftrain.errors import InputError
+
+DIFFICULTIES = ("easy", "medium", "hard", "expert")
+REWARD_TYPES = ("local", "api", "script", "rule_based")
+RULE_TYPES = ("math", "code", "json", "regex")
+SELECTION_STRATEGIES = ("sequential", "difficulty_curriculum", "round_robin", "random_weighted")
+FILTER_STRATEGIES = ("correct", "top_k_percent", "threshold", "best_of_n", "none")
+TRAINING_METHODS = ("lora", "full", "qlora")
+
+# What this version runs; the other seed-000 values are accepted by the parser
+# and refused before any work starts (see `check_supported`).
+SUPPORTED = {
+    "reward_config.type": ("rule_based",),
+    "reward_config.rule_type": ("math",),
+    "dataset_selection_strategy": ("sequential",),
+    "filter_strategy": ("correct",),
+    "training_method": ("lora", "full"),
+}
+
+
+@dataclass
+class TaskConfig:
+    """The embedded arithmetic task, generated in memory from a seed."""
+
+    name: str = "arithmetic"
+    difficulties: list[str] = field(default_factory=lambda: ["easy"])
+    n_train: int = 1000
+    n_test: int = 200
+    seed: int = 0
+
+
+@dataclass
+class DatasetConfig:
+    path: str = ""
+    name: str = ""
+    difficulty: str = ""
+    weight: float = 1.0
+    format: str = "auto"  # auto | seed000 | gsm8k
+    split: str = "train"  # for hub ids
+
+
+@dataclass
+class RewardConfig:
+    type: str = "rule_based"
+    rule_type: str = "math"
+    model_path: str = ""
+    api_endpoint: str = ""
+    api_key: str = ""
+    api_timeout: float = 30.0
+    api_batch_size: int = 10
+    script_path: str = ""
+    script_function: str = "score"
+
+
+@dataclass
+class Config:
+    # --- seed 000 ---
+    name: str = "star"
+    base_model_path: str = "smollm2-135m"
+    reward_config: RewardConfig = field(default_factory=RewardConfig)
+    datasets: list[DatasetConfig] = field(default_factory=list)  # empty: the embedded `task`
+    dataset_selection_strategy: str = "sequential"
+    enable_difficulty_curriculum: bool = False
+    difficulty_progression: list[str] = field(default_factory=list)
+    samples_per_round: int = 0  # prompts per round; 0 = all
+    num_rounds: int = 3
+    num_generations_per_prompt: int = 4
+    filter_strategy: str = "correct"
+    filter_top_k_percent: float = 20.0
+    filter_threshold: float = 0.5
+    training_method: str = "lora"
+    learning_rate: float = 2e-4
+    num_train_epochs: float = 2.0
+    # --- data ---
+    task: TaskConfig = field(default_factory=TaskConfig)
+    test_file: str = ""  # evaluation data when `datasets` is used; empty: the task's test split
+    max_samples: int = 0  # cap on training prompts per round; 0 = all
+    eval_max_samples: int = 0  # cap on evaluation prompts; 0 = all
+    seed: int = 0
+    # --- prompt (one builder for every stage) ---
+    k: int = 0  # few-shot examples
+    system_prompt: str = (
+        "Solve the problem. Think step by step, briefly, then give the final answer "
+        "on the last line as 'Answer: <number>'."
+    )
+    few_shot_file: str = ""  # JSONL of {prompt, response}; empty: built-in math examples
+    use_chat_template: bool = True
+    # --- generation ---
+    temperature: float = 0.7
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 128
+    batch_size: int = 64  # generation rows in flight
+    eval_batch_size: int = 64
+    generation_engine: str = "selftrain"  # selftrain | hf
+    dtype: str = "auto"  # auto | bf16 | fp32 | fp16 (GPU)
+    # --- STaR ---
+    rationalize: bool = True
+    rationalization_samples: int = 1  # hinted attempts per unsolved prompt
+    max_per_prompt: int = 4  # kept training examples per prompt
+    init: str = "base"  # base: train M_i from M_0 (STaR); previous: from M_{i-1}
+    # --- training ---
+    train_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    warmup_ratio: float = 0.05
+    lr_scheduler_type: str = "cosine"
+    weight_decay: float = 0.0
+    max_seq_length: int = 512
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: str = "all-linear"
+    logging_steps: int = 1
+
+    def validate(self, where: str = "config") -> "Config":
+        def bad(key: str, message: str) -> InputError:
+            return InputError(f"{where}: {key}: {message}")
+
+        def one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
+            if value not in allowed:
+                raise bad(key, f"{value!r} is not one of {', '.join(allowed)}")
+
+        one_of("reward_config.type", self.reward_config.type, REWARD_TYPES)
+        if self.reward_config.type == "rule_based":
+            one_of("reward_config.rule_type", self.reward_config.rule_type, RULE_TYPES)
+        one_of("dataset_selection_strategy", self.dataset_selection_strategy, SELECTION_STRATEGIES)
+        one_of("filter_strategy", self.filter_strategy, FILTER_STRATEGIES)
+        one_of("training_method", self.training_method, TRAINING_METHODS)
+        one_of("init", self.init, ("base", "previous"))
+        one_of("generation_engine", self.generation_engine, ("selftrain", "hf"))
+        one_of("dtype", self.dtype, ("auto", "bf16", "fp32", "fp16"))
+        for i, level in enumerate(self.difficulty_progression):
+            one_of(f"difficulty_progression[{i}]", level, DIFFICULTIES)
+        for i, level in enumerate(self.task.difficulties):
+            one_of(f"task.difficulties[{i}]", level, DIFFICULTIES)
+        one_of("task.name", self.task.name, ("arithmetic",))
+        for i, ds in enumerate(self.datasets):
+            if not ds.path:
+                raise bad(f"datasets[{i}].path", "missing")
+            if ds.difficulty:
+                one_of(f"datasets[{i}].difficulty", ds.difficulty, DIFFICULTIES)
+            one_of(f"datasets[{i}].format", ds.format, ("auto", "seed000", "gsm8k"))
+            if ds.weight <= 0:
+                raise bad(f"datasets[{i}].weight", f"{ds.weight} must be > 0")
+        positive = ["num_generations_per_prompt", "max_new_tokens", "batch_size", "eval_batch_size",
+                    "train_batch_size", "gradient_accumulation_steps", "max_per_prompt", "max_seq_length",
+                    "lora_r", "lora_alpha", "num_rounds", "rationalization_samples", "logging_steps"]
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise bad(key, f"{getattr(self, key)} must be >= 1")
+        for key in ["k", "samples_per_round", "max_samples", "eval_max_samples", "top_k"]:
+            if getattr(self, key) < 0:
+                raise bad(key, f"{getattr(self, key)} must be >= 0")
+        if self.task.n_train < 1 or self.task.n_test < 1:
+            raise bad("task.n_train/n_test", "must be >= 1")
+        if self.temperature < 0:
+            raise bad("temperature", f"{self.temperature} must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise bad("top_p", f"{self.top_p} must be in (0, 1]")
+        if self.learning_rate <= 0:
+            raise bad("learning_rate", f"{self.learning_rate} must be > 0")
+        if self.num_train_epochs <= 0:
+            raise bad("num_train_epochs", f"{self.num_train_epochs} must be > 0")
+        if not 0 <= self.warmup_ratio < 1:
+            raise bad("warmup_ratio", f"{self.warmup_ratio} must be in [0, 1)")
+        if not 0 < self.filter_top_k_percent <= 100:
+            raise bad("filter_top_k_percent", f"{self.filter_top_k_percent} must be in (0, 100]")
+        if not 0 <= self.lora_dropout < 1:
+            raise bad("lora_dropout", f"{self.lora_dropout} must be in [0, 1)")
+        return self
+
+    def check_supported(self, where: str = "config") -> None:
+        """Refuse, before any work, the seed-000 values this version does not run yet."""
+        values = {
+            "reward_config.type": self.reward_config.type,
+            "reward_config.rule_type": self.reward_config.rule_type,
+            "dataset_selection_strategy": self.dataset_selection_strategy,
+            "filter_strategy": self.filter_strategy,
+            "training_method": self.training_method,
+        }
+        for key, allowed in SUPPORTED.items():
+            if values[key] not in allowed:
+                raise InputError(
+                    f"{where}: {key}: {values[key]!r} is a seed-000 value this version does not run yet "
+                    f"(available: {', '.join(allowed)})"
+                )
+
+    def to_dict(self, redact: bool = True) -> dict:
+        data = dataclasses.asdict(self)
+        if redact and data["reward_config"]["api_key"]:
+            data["reward_config"]["api_key"] = "<redacted>"
+        return data
+
+
+def _coerce(value: Any, kind: Any, where: str, key: str) -> Any:
+    """Check `value` against the annotation `kind`, building nested dataclasses."""
+
+    def bad(expected: str) -> InputError:
+        return InputError(f"{where}: {key}: expected {expected}, got {value!r}")
+
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise bad("a mapping")
+        return _build(kind, value, where, prefix=f"{key}.")
+    if get_origin(kind) is list:
+        (item,) = get_args(kind)
+        if isinstance(value, str) and item is str:  # "easy,medium" on the command line
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise bad("a list")
+        return [_coerce(v, item, where, f"{key}[{i}]") for i, v in enumerate(value)]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise bad("true or false")
+    if kind in (int, float):
+        number = value
+        if isinstance(value, str):
+            try:
+                number = kind(value)
+            except ValueError:
+                raise bad("an integer" if kind is int else "a number") from None
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise bad("an integer" if kind is int else "a number")
+        if kind is int and not float(number).is_integer():
+            raise bad("an integer")
+        return kind(number)
+    if kind is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    raise TypeError(f"unhandled annotation {kind}")
+
+
+def _build(cls, data: dict, where: str, prefix: str = ""):
+    hints = get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    for key in data:
+        if key not in hints:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise InputError(f"{where}: unknown key '{prefix}{key}'{hint}")
+    return cls(**{k: _coerce(v, hints[k], where, prefix + k) for k, v in data.items()})
+
+
+def load_config_file(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: config file not found")
+    text = path.read_text()
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # the parsers' own messages carry line and column
+        raise InputError(f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}".replace("\n", " ")) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping of keys at the top level")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:
+    """Defaults < file < overrides (already-parsed CLI values; None means not given)."""
+    data: dict = load_config_file(path) if path else {}
+    where = str(path) if path else "config"
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        _set_dotted(data, key, value)
+    config = _build(Config, data, where)
+    return config.validate(where)
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def parse_set_overrides(items: list[str]) -> dict:
+    """`--set key=value` pairs (dotted keys reach nested sections)."""
+    result = {}
+    for item in items or []:
+        if "=" not in item:
+            raise InputError(f"--set {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        try:
+            result[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            result[key.strip()] = value
+    return result
+
+
+def save_config(config: Config, path: str | Path, extra: dict | None = None) -> None:
+    """Write the resolved config (api key redacted) beside an output."""
+    data = {"config": config.to_dict(), **(extra or {})}
+    Path(path).write_text(json.dumps(data, indent=2) + "\n")

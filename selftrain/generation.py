@@ -1,0 +1,331 @@
+"""Batched generation that does not waste compute on padding.
+
+Plain `model.generate` runs a batch until its longest sequence ends, so with
+replies of very different lengths most of the work is padding (measured here:
+a third of the slots carried real tokens). This engine keeps `batch_size` slots
+busy instead:
+
+- finished sequences leave the batch at once and waiting prompts take their
+  slots (continuous batching over one KV cache, rows aligned by left padding);
+- prompts are scheduled shortest first, so a prefill group pads little;
+- the longest token prefix shared by all prompts (system prompt, few-shot
+  examples) is computed once and reused by every row;
+- every request samples from its own seeded random stream, so what a request
+  gets does not depend on which other requests share its batch.
+
+`engine: hf` runs plain `model.generate` instead, for architectures whose cache
+this engine does not handle; it is also the baseline of `bench/bench_generation.py`.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import torch
+from tqdm import tqdm
+
+from selftrain.errors import InputError
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.7  # 0 means greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0 means no top-k cut
+    max_new_tokens: int = 128
+
+
+@dataclass(frozen=True)
+class Request:
+    key: str  # unique id of this (prompt, sample) pair; also seeds its random stream
+    prompt_ids: list[int]
+
+
+@dataclass(frozen=True)
+class Completion:
+    key: str
+    token_ids: list[int]  # generated tokens, without the stop token
+    finish_reason: str  # "stop" (stop token seen) or "length" (max_new_tokens reached)
+
+
+def request_seed(seed: int, key: str) -> int:
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def _filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    logits = logits / params.temperature
+    if params.top_k and params.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, params.top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cumulative - sorted_logits.softmax(-1) >= params.top_p  # keep the token that crosses top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    return logits
+
+
+def sample_next(logits: torch.Tensor, params: SamplingParams, generators: list[torch.Generator]) -> torch.Tensor:
+    """Next token per row: argmax when greedy, else inverse-CDF sampling with one
+    uniform draw per row from that row's own generator (cheap, and independent of
+    the other rows in the batch)."""
+    if params.temperature == 0:
+        return logits.argmax(-1)
+    probs = _filter_logits(logits.float(), params).softmax(-1)
+    cdf = probs.double().cumsum(-1)
+    uniform = torch.cat([torch.rand(1, generator=gen, dtype=torch.float64) for gen in generators])
+    tokens = torch.searchsorted(cdf, (uniform * cdf[:, -1]).unsqueeze(-1)).squeeze(-1)
+    return tokens.clamp(max=probs.shape[-1] - 1)
+
+
+def common_prefix_length(sequences: list[list[int]]) -> int:
+    if not sequences:
+        return 0
+    first = sequences[0]
+    length = min(len(s) for s in sequences)
+    for seq in sequences[1:]:
+        i = 0
+        while i < length and seq[i] == first[i]:
+            i += 1
+        length = i
+    return length
+
+
+class _Batch:
+    """Rows in flight: KV cache tensors, 2D attention mask, per-row state."""
+
+    def __init__(self, cache, mask: torch.Tensor, rows: list[dict]):
+        self.cache, self.mask, self.rows = cache, mask, rows
+
+    def keep(self, indices: list[int]) -> None:
+        index = torch.tensor(indices, dtype=torch.long, device=self.mask.device)
+        for layer in self.cache.layers:
+            layer.keys, layer.values = layer.keys[index], layer.values[index]
+        self.mask = self.mask[index]
+        self.rows = [self.rows[i] for i in indices]
+        self._trim()
+
+    def _trim(self) -> None:
+        """Drop leading columns that are padding in every row."""
+        if not self.rows:
+            return
+        used = self.mask.any(0).nonzero()
+        start = int(used[0]) if len(used) else 0
+        if start > 0:
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
+            self.mask = self.mask[:, start:]
+
+    def absorb(self, other: "_Batch") -> None:
+        """Append the rows of `other`, left-padding the shorter side to a common length."""
+        if not self.rows:
+            self.cache, self.mask, self.rows = other.cache, other.mask, other.rows
+            return
+        length = max(self.mask.shape[1], other.mask.shape[1])
+        for mine, theirs in zip(self.cache.layers, other.cache.layers):
+            mine.keys = torch.cat([_left_pad(mine.keys, length, 2), _left_pad(theirs.keys, length, 2)])
+            mine.values = torch.cat([_left_pad(mine.values, length, 2), _left_pad(theirs.values, length, 2)])
+        self.mask = torch.cat([_left_pad(self.mask, length, 1), _left_pad(other.mask, length, 1)])
+        self.rows = self.rows + other.rows
+
+
+def _left_pad(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
+    missing = length - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
+class Engine:
+    """Generate completions for many requests with `batch_size` rows in flight."""
+
+    def __init__(self, model, tokenizer, params: SamplingParams, batch_size: int = 64, seed: int = 0,
+                 stop_ids: Iterable[int] | None = None, progress: bool = True, engine: str = "selftrain"):
+        if engine not in ("selftrain", "hf"):
+            raise InputError(f"generation engine {engine!r}: expected 'selftrain' or 'hf'")
+        if batch_size < 1:
+            raise InputError(f"batch_size {batch_size}: must be at least 1")
+        self.model, self.tokenizer, self.params = model, tokenizer, params
+        self.batch_size, self.seed, self.progress, self.engine = batch_size, seed, progress, engine
+        stops = set(stop_ids) if stop_ids is not None else _default_stop_ids(model, tokenizer)
+        self.stop_ids = torch.tensor(sorted(stops), dtype=torch.long)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(self.stop_ids[0])
+        self.device = next(model.parameters()).device
+        self.stats = {"generated_tokens": 0, "seconds": 0.0, "prompt_tokens": 0}
+
+    # ---------------------------------------------------------------- public
+    def generate(self, requests: list[Request]) -> Iterator[Completion]:
+        """Yield one Completion per request, in the order they finish."""
+        if not requests:
+            return
+        bar = tqdm(total=len(requests), desc="generate", unit="seq", disable=not self.progress, dynamic_ncols=True)
+        start = time.perf_counter()
+        runner = self._run_hf if self.engine == "hf" else self._run_continuous
+        try:
+            with torch.inference_mode():
+                for completion in runner(requests):
+                    self.stats["generated_tokens"] += len(completion.token_ids)
+                    elapsed = time.perf_counter() - start
+                    bar.set_postfix_str(f"{self.stats['generated_tokens'] / max(elapsed, 1e-9):.0f} tok/s")
+                    bar.update(1)
+                    yield completion
+        finally:
+            self.stats["seconds"] += time.perf_counter() - start
+            bar.close()
+
+    # ------------------------------------------------------ continuous batching
+    def _run_continuous(self, requests: list[Request]) -> Iterator[Completion]:
+        _check_cache_support(self.model)
+        waiting = sorted(requests, key=lambda r: len(r.prompt_ids))  # short first: little padding per group
+        prefix_len = common_prefix_length([r.prompt_ids for r in requests])
+        prefix_len = min(prefix_len, min(len(r.prompt_ids) for r in requests) - 1)  # every row keeps >= 1 own token
+        prefix_cache = self._prefill_prefix(requests[0].prompt_ids[:prefix_len]) if prefix_len > 0 else None
+        self.stats["prompt_tokens"] += prefix_len + sum(len(r.prompt_ids) - prefix_len for r in requests)
+        refill_at = max(1, self.batch_size // 4)  # refill when a quarter of the slots are free
+        batch = _Batch(None, torch.zeros(0, 0, dtype=torch.long), [])
+        next_tokens = torch.zeros(0, dtype=torch.long)
+        while waiting or batch.rows:
+            free = self.batch_size - len(batch.rows)
+            if waiting and (free >= refill_at or not batch.rows):
+                group, waiting = waiting[:free], waiting[free:]
+                new_batch, new_tokens = self._prefill(group, prefix_len, prefix_cache)
+                batch.absorb(new_batch)
+                next_tokens = torch.cat([next_tokens, new_tokens])
+            # Record the sampled tokens; retire rows that stopped or hit the limit.
+            keep, finished = [], []
+            for i, row in enumerate(batch.rows):
+                token = int(next_tokens[i])
+                if token in self._stop_set:
+                    finished.append(Completion(row["key"], row["out"], "stop"))
+                    continue
+                row["out"].append(token)
+                if len(row["out"]) >= self.params.max_new_tokens:
+                    finished.append(Completion(row["key"], row["out"], "length"))
+                else:
+                    keep.append(i)
+            yield from finished
+            if len(keep) < len(batch.rows):
+                batch.keep(keep)
+                next_tokens = next_tokens[keep]
+            if not batch.rows:
+                continue
+            next_tokens = self._decode_step(batch, next_tokens)
+
+    @property
+    def _stop_set(self) -> set[int]:
+        return set(self.stop_ids.tolist())
+
+    def _prefill_prefix(self, prefix: list[int]):
+        ids = torch.tensor([prefix], device=self.device)
+        out = self.model(input_ids=ids, use_cache=True)
+        return out.past_key_values
+
+    def _prefill(self, group: list[Request], prefix_len: int, prefix_cache) -> tuple[_Batch, torch.Tensor]:
+        """Run the prompts of `group` (after the shared prefix), left-padded; return their batch and first tokens."""
+        suffixes = [r.prompt_ids[prefix_len:] for r in group]
+        width = max(len(s) for s in suffixes)
+        ids = torch.full((len(group), width), self.pad_id, dtype=torch.long)
+        suffix_mask = torch.zeros((len(group), width), dtype=torch.long)
+        for i, s in enumerate(suffixes):
+            ids[i, width - len(s):] = torch.tensor(s)
+            suffix_mask[i, width - len(s):] = 1
+        mask = torch.cat([torch.ones(len(group), prefix_len, dtype=torch.long), suffix_mask], dim=1)
+        positions = (mask.cumsum(1) - 1).clamp(min=0)[:, prefix_len:]
+        cache = _expand_cache(prefix_cache, len(group)) if prefix_cache is not None else None
+        out = self.model(
+            input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+            position_ids=positions.to(self.device), past_key_values=cache, use_cache=True,
+        )
+        rows = []
+        for r in group:
+            gen = torch.Generator(device="cpu")
+            gen.manual_seed(request_seed(self.seed, r.key))
+            rows.append({"key": r.key, "out": [], "gen": gen})
+        batch = _Batch(out.past_key_values, mask, rows)
+        first = sample_next(out.logits[:, -1, :].cpu(), self.params, [row["gen"] for row in rows])
+        return batch, first
+
+    def _decode_step(self, batch: _Batch, tokens: torch.Tensor) -> torch.Tensor:
+        positions = batch.mask.sum(1, keepdim=True)  # next position = real tokens so far
+        batch.mask = torch.cat([batch.mask, torch.ones(len(batch.rows), 1, dtype=torch.long)], dim=1)
+        out = self.model(
+            input_ids=tokens.view(-1, 1).to(self.device), attention_mask=batch.mask.to(self.device),
+            position_ids=positions.to(self.device), past_key_values=batch.cache, use_cache=True,
+        )
+        batch.cache = out.past_key_values
+        return sample_next(out.logits[:, -1, :].cpu(), self.params, [row["gen"] for row in batch.rows])
+
+    # ------------------------------------------------------------ plain HF
+    def _run_hf(self, requests: list[Request]) -> Iterator[Completion]:
+        """model.generate on fixed batches (the baseline); sampling is seeded per batch, not per request."""
+        stop_set = self._stop_set
+        for begin in range(0, len(requests), self.batch_size):
+            group = requests[begin:begin + self.batch_size]
+            width = max(len(r.prompt_ids) for r in group)
+            ids = torch.full((len(group), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for i, r in enumerate(group):
+                ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
+                mask[i, width - len(r.prompt_ids):] = 1
+            self.stats["prompt_tokens"] += int(mask.sum())
+            torch.manual_seed(request_seed(self.seed, group[0].key))
+            sampling = self.params.temperature > 0
+            out = self.model.generate(
+                input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                do_sample=sampling, temperature=self.params.temperature if sampling else None,
+                top_p=self.params.top_p if sampling else None, top_k=self.params.top_k if sampling else None,
+                max_new_tokens=self.params.max_new_tokens, pad_token_id=self.pad_id,
+                eos_token_id=self.stop_ids.tolist(),
+            )
+            for r, row in zip(group, out[:, width:].tolist()):
+                tokens, reason = [], "length"
+                for t in row:
+                    if t in stop_set:
+                        reason = "stop"
+                        break
+                    tokens.append(t)
+                yield Completion(r.key, tokens, reason)
+
+
+def _default_stop_ids(model, tokenizer) -> set[int]:
+    ids = set()
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    for value in (eos if isinstance(eos, list) else [eos]):
+        if value is not None:
+            ids.add(int(value))
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    if not ids:
+        raise InputError("the tokenizer and model define no end-of-sequence token; cannot tell where replies end")
+    return ids
+
+
+def _expand_cache(cache, rows: int):
+    import copy
+
+    expanded = copy.copy(cache)
+    expanded.layers = [copy.copy(layer) for layer in cache.layers]
+    for layer in expanded.layers:
+        layer.keys = layer.keys.expand(rows, -1, -1, -1).contiguous()
+        layer.values = layer.values.expand(rows, -1, -1, -1).contiguous()
+    return expanded
+
+
+def _check_cache_support(model) -> None:
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    probe = DynamicCache(config=model.config)
+    kinds = {type(layer) for layer in probe.layers}
+    if kinds and kinds != {DynamicLayer}:
+        names = ", ".join(sorted(k.__name__ for k in kinds))
+        raise InputError(
+            f"generation engine 'selftrain' supports plain full-attention caches; this model uses {names}. "
+            f"Set `generation_engine: hf` in the config."
+        )

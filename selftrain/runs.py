@@ -1,0 +1,97 @@
+"""Run folders, stage outputs and completion markers.
+
+A run lives in `results/<run>/`:
+
+    iter_00/eval_<ts>.json    eval.done          base model, the honest baseline
+    iter_01/samples_<ts>.jsonl  samples.done     stage 1 generations
+            judged_<ts>.jsonl   judged.done      + predicted, is_correct, reward_score
+            rationales_<ts>.jsonl rationales.done  hinted attempts for unsolved prompts
+            train_<ts>.jsonl    train.done       the selected training set
+            model/ (merged checkpoint, adapter/ inside)  model.done
+            eval_<ts>.json      eval.done
+
+A `<stage>.done` marker is written last and names the output file plus its
+metrics and resolved config; Make targets depend on markers, so a rerun redoes
+only missing stages. An unfinished stage leaves its timestamped file without a
+marker; the rerun picks that file up and appends to it.
+"""
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from selftrain.errors import InputError
+
+
+def iter_dir(run_dir: str | Path, iteration: int) -> Path:
+    return Path(run_dir) / f"iter_{iteration:02d}"
+
+
+def timestamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def peak_rss_gib() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kib / (1024 * 1024) if sys.platform != "darwin" else kib / 1024**3, 3)
+
+
+@dataclass
+class StageOutput:
+    """Where a stage writes, and the marker that says it finished (None when run by hand)."""
+
+    path: Path
+    marker: Path | None
+
+    @property
+    def sidecar(self) -> Path:
+        """Config + metrics file written beside a hand-run output."""
+        return self.path.with_name(self.path.name.removesuffix(".jsonl").removesuffix(".json") + ".config.json")
+
+    def is_done(self) -> bool:
+        return self.marker is not None and self.marker.is_file()
+
+    def finish(self, config, metrics: dict, extra: dict | None = None) -> None:
+        data = {"output": self.path.name, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "metrics": {**metrics, "peak_rss_gib": peak_rss_gib()},
+                **(extra or {}), "config": config.to_dict()}
+        text = json.dumps(data, indent=2) + "\n"
+        target = self.marker if self.marker is not None else self.sidecar
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(target)
+
+
+def stage_output(stage: str, *, explicit: str | None, run_dir: str | None, iteration: int,
+                 default: str, suffix: str = ".jsonl") -> StageOutput:
+    """Resolve a stage's output: an explicit path, the run layout, or the by-hand default."""
+    if explicit:
+        return StageOutput(Path(explicit), None)
+    if run_dir:
+        directory = iter_dir(run_dir, iteration)
+        directory.mkdir(parents=True, exist_ok=True)
+        marker = directory / f"{stage}.done"
+        if marker.is_file():
+            return StageOutput(directory / json.loads(marker.read_text())["output"], marker)
+        unfinished = sorted(directory.glob(f"{stage}_*{suffix}"))
+        path = unfinished[-1] if unfinished else directory / f"{stage}_{timestamp()}{suffix}"
+        return StageOutput(path, marker)
+    return StageOutput(Path(default), None)
+
+
+def finished_output(run_dir: str | Path, iteration: int, stage: str) -> Path:
+    """The output of a finished stage of a run; a clear error if it has not finished."""
+    marker = iter_dir(run_dir, iteration) / f"{stage}.done"
+    if not marker.is_file():
+        raise InputError(f"{marker}: missing: run the '{stage}' stage of iteration {iteration} first")
+    return marker.parent / json.loads(marker.read_text())["output"]
+
+
+def read_marker(run_dir: str | Path, iteration: int, stage: str) -> dict | None:
+    marker = iter_dir(run_dir, iteration) / f"{stage}.done"
+    return json.loads(marker.read_text()) if marker.is_file() else None

@@ -1,0 +1,156 @@
+"""create_data.py: build STaR training data for one iteration.
+
+Steps (all by default, or a subset with --steps):
+  generate     sample --num_samples replies per prompt (K few-shot examples, chat template)
+  judge        score every reply (rule-based math by default)
+  rationalize  hint the answer for prompts no sample solved; keep rationales that reach it
+  select       correct samples + kept rationales -> training set (<= max_per_prompt per prompt)
+
+By hand, `--output` is the final training set (default data/star_iter{N}_train.jsonl)
+and the intermediate files sit beside it; in a run folder (--run_dir) each step
+writes its timestamped file and completion marker under iter_NN/. Every step
+resumes: rerunning after a crash skips the records already written.
+
+  python create_data.py --iteration 1 --model_name smollm2-135m --k 3 \\
+      --batch_size 32 --output data/star_iter1_train.jsonl --max_samples 100
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from selftrain.cli import base_parser, resolve_config, run
+from selftrain.errors import InputError
+from selftrain.logging import log
+from selftrain.records import read_jsonl, write_jsonl_atomic
+from selftrain.runs import StageOutput, finished_output, iter_dir, stage_output
+
+STEPS = ("generate", "judge", "rationalize", "select")
+FLAGS = {"k": "k", "batch_size": "batch_size", "max_samples": "max_samples",
+         "num_samples": "num_generations_per_prompt", "temperature": "temperature", "top_p": "top_p",
+         "max_new_tokens": "max_new_tokens", "seed": "seed"}
+
+
+def parser():
+    p = base_parser(__doc__)
+    p.add_argument("--model_name", help="generator (default: base model for iteration 1, the previous "
+                                        "iteration's model after that)")
+    p.add_argument("--k", type=int, help="few-shot examples in the prompt (config: k)")
+    p.add_argument("--batch_size", type=int, help="generation rows in flight (config: batch_size)")
+    p.add_argument("--output", help="output JSONL (default: data/star_iter{N}_train.jsonl)")
+    p.add_argument("--max_samples", type=int, help="limit the number of training prompts")
+    p.add_argument("--num_samples", type=int, help="samples per prompt (config: num_generations_per_prompt)")
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--top_p", type=float)
+    p.add_argument("--max_new_tokens", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
+    return p
+
+
+def default_generator(config, run_dir: str | None, iteration: int) -> str:
+    if iteration <= 1:
+        return config.base_model_path
+    if run_dir:
+        return str(iter_dir(run_dir, iteration - 1) / "model")
+    return f"results/model_star_iter{iteration - 1}"
+
+
+def _outputs(args, steps: list[str]) -> dict[str, StageOutput]:
+    """Where each step writes. By hand: beside --output, which is the last step's file."""
+    n = args.iteration
+    if args.run_dir and not args.output:
+        return {s: stage_output("train" if s == "select" else _stage_name(s), explicit=None,
+                                run_dir=args.run_dir, iteration=n, default="") for s in STEPS}
+    final = Path(args.output or f"data/star_iter{n}_train.jsonl")
+    stem = final.with_suffix("")
+    paths = {"generate": f"{stem}.samples.jsonl", "judge": f"{stem}.judged.jsonl",
+             "rationalize": f"{stem}.rationales.jsonl", "select": str(final)}
+    paths[steps[-1]] = str(final)
+    return {s: StageOutput(Path(p), None) for s, p in paths.items()}
+
+
+def _stage_name(step: str) -> str:
+    return {"generate": "samples", "judge": "judged", "rationalize": "rationales"}[step]
+
+
+def _input_of(step: str, outputs: dict[str, StageOutput], args) -> Path:
+    """A step reads its predecessor's output: the marker's file in a run, the sibling file by hand."""
+    previous = {"judge": "generate", "rationalize": "judge", "select": "judge"}[step]
+    out = outputs[previous]
+    if args.run_dir and not args.output:
+        return finished_output(args.run_dir, args.iteration, _stage_name(previous))
+    if not out.path.is_file():
+        raise InputError(f"{out.path}: missing: run the '{previous}' step first")
+    return out.path
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+    for s in steps:
+        if s not in STEPS:
+            raise InputError(f"--steps: unknown step {s!r} (expected some of {', '.join(STEPS)})")
+    steps = [s for s in STEPS if s in steps]  # always in pipeline order
+    config = resolve_config(args, FLAGS)
+    config.check_supported(args.config or "config")
+    model_name = args.model_name or default_generator(config, args.run_dir, args.iteration)
+    outputs = _outputs(args, steps)
+    loaded = {}  # the generator model, loaded once for generate + rationalize
+
+    def generator():
+        if not loaded:
+            from selftrain.stages.generate import load_generator
+
+            loaded["model"], loaded["tokenizer"] = load_generator(model_name, config)
+        return loaded["model"], loaded["tokenizer"]
+
+    if "generate" in steps and not outputs["generate"].is_done():
+        from selftrain.data import load_train_prompts
+        from selftrain.stages.generate import generate_samples
+
+        prompts = load_train_prompts(config, args.iteration)  # validated before anything is written
+        from selftrain.models import resolve_model
+
+        resolve_model(model_name)  # a missing model is an input error, before any output exists
+        model, tokenizer = generator()
+        metrics = generate_samples(config, model_name, prompts, outputs["generate"].path, args.iteration,
+                                   model, tokenizer)
+        outputs["generate"].finish(config, metrics, {"model": model_name})
+    if "judge" in steps and not outputs["judge"].is_done():
+        from selftrain.stages.judge import judge_file
+
+        metrics = judge_file(config, _input_of("judge", outputs, args), outputs["judge"].path)
+        outputs["judge"].finish(config, metrics)
+    if "rationalize" in steps and not outputs["rationalize"].is_done():
+        from selftrain.stages.rationalize import rationalize_file
+
+        judged_path = _input_of("rationalize", outputs, args)
+        model, tokenizer = generator() if config.rationalize and _has_unsolved(judged_path) else (None, None)
+        metrics = rationalize_file(config, model_name, judged_path, outputs["rationalize"].path,
+                                   args.iteration, model, tokenizer)
+        outputs["rationalize"].finish(config, metrics, {"model": model_name})
+    if "select" in steps and not outputs["select"].is_done():
+        from selftrain.stages.select import select_examples
+
+        judged = read_jsonl(_input_of("select", outputs, args))
+        rationales_path = outputs["rationalize"].path
+        if args.run_dir and not args.output:
+            rationales_path = finished_output(args.run_dir, args.iteration, "rationales")
+        rationales = read_jsonl(rationales_path, allow_empty=True) if rationales_path.is_file() else []
+        kept, metrics = select_examples(config, judged, rationales)
+        from selftrain.prompts import PromptSpec
+
+        spec = PromptSpec.from_config(config).to_dict()
+        write_jsonl_atomic(outputs["select"].path, [dict(r, prompt_spec=spec) for r in kept])
+        outputs["select"].finish(config, metrics)
+        log(f"training set: {outputs['select'].path}")
+
+
+def _has_unsolved(judged_path) -> bool:
+    from selftrain.stages.rationalize import unsolved_prompts
+
+    return bool(unsolved_prompts(read_jsonl(judged_path)))
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,132 @@
+"""evaluate.py: greedy accuracy on held-out problems, overall and per difficulty.
+
+Iteration 0 evaluates the base model, so every run reports its own baseline.
+The prompt format comes from (in order of precedence) the command line, the
+config file, the one the checkpoint was trained with, then the defaults.
+
+  python evaluate.py --iteration 1 --model results/model_star_iter1 --save_results
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from selftrain.cli import base_parser, resolve_config, run
+from selftrain.config import load_config_file
+from selftrain.data import load_eval_prompts
+from selftrain.errors import InputError
+from selftrain.logging import log
+from selftrain.models import resolve_model
+from selftrain.prompts import PromptSpec, encode_prompt, load_prompt_spec, render_prompt
+from selftrain.rewards import get_reward
+from selftrain.runs import iter_dir, stage_output, timestamp
+
+FLAGS = {"batch_size": "eval_batch_size", "max_samples": "eval_max_samples", "k": "k"}
+
+
+def parser():
+    p = base_parser(__doc__)
+    p.add_argument("--model", help="checkpoint (default: results/model_star_iter{N}; the base model for N=0)")
+    p.add_argument("--split", default="test", help="test (held out) or train")
+    p.add_argument("--batch_size", type=int, help="config: eval_batch_size")
+    p.add_argument("--max_samples", type=int, help="limit evaluation problems (config: eval_max_samples)")
+    p.add_argument("--k", type=int, help="few-shot examples (default: as the model was trained)")
+    p.add_argument("--save_results", action="store_true", help="write the per-problem results JSON")
+    p.add_argument("--output", help="results JSON path")
+    return p
+
+
+def evaluate(config, model_name: str, records: list[dict], spec: PromptSpec) -> tuple[dict, list[dict]]:
+    from selftrain.generation import Engine, Request
+    from selftrain.stages.generate import load_generator, sampling_params
+
+    model, tokenizer = load_generator(model_name, config)
+    prompts = {r["id"]: render_prompt(tokenizer, r, spec) for r in records}
+    requests = [Request(r["id"], encode_prompt(tokenizer, prompts[r["id"]], spec)) for r in records]
+    engine = Engine(model, tokenizer, sampling_params(config, greedy=True), batch_size=config.eval_batch_size,
+                    seed=config.seed, engine=config.generation_engine)
+    completions = {c.key: c for c in engine.generate(requests)}
+    outputs = []
+    for r in records:
+        c = completions[r["id"]]
+        outputs.append({"id": r["id"], "difficulty": r.get("difficulty", "none"),
+                        "expected": r["metadata"].get("expected_answer"),
+                        "response": tokenizer.decode(c.token_ids, skip_special_tokens=True),
+                        "finish_reason": c.finish_reason, "num_tokens": len(c.token_ids),
+                        "metadata": r["metadata"]})
+    for out, result in zip(outputs, get_reward(config).score(outputs)):
+        out.update(result)
+        del out["metadata"]
+    return summarize(outputs, engine.stats), outputs
+
+
+def summarize(outputs: list[dict], stats: dict) -> dict:
+    groups = defaultdict(list)
+    for o in outputs:
+        groups[o["difficulty"]].append(o)
+
+    def acc(rows):
+        return round(sum(bool(o["is_correct"]) for o in rows) / max(len(rows), 1), 4)
+
+    n = len(outputs)
+    return {
+        "n": n, "correct": sum(bool(o["is_correct"]) for o in outputs), "accuracy": acc(outputs),
+        "no_answer_rate": round(sum(not o["answer_found"] for o in outputs) / max(n, 1), 4),
+        "truncated_rate": round(sum(o["finish_reason"] == "length" for o in outputs) / max(n, 1), 4),
+        "answer_line_rate": round(sum("answer:" in o["response"].lower() for o in outputs) / max(n, 1), 4),
+        "mean_response_tokens": round(sum(o["num_tokens"] for o in outputs) / max(n, 1), 1),
+        "per_difficulty": {d: {"n": len(rows), "accuracy": acc(rows)} for d, rows in sorted(groups.items())},
+        "tokens_per_s": round(stats["generated_tokens"] / stats["seconds"], 1) if stats["seconds"] else None,
+    }
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    config = resolve_config(args, {k: v for k, v in FLAGS.items() if k != "k"})
+    config.check_supported(args.config or "config")
+    n = args.iteration
+    if args.model:
+        model_name = args.model
+    elif n == 0:
+        model_name = config.base_model_path
+    elif args.run_dir:
+        model_name = str(iter_dir(args.run_dir, n) / "model")
+    else:
+        model_name = f"results/model_star_iter{n}"
+    resolve_model(model_name)  # missing checkpoint: one-line error before any work
+    spec = _prompt_spec(args, config, model_name)
+    records = load_eval_prompts(config, args.split)
+    out = stage_output("eval", explicit=args.output, run_dir=args.run_dir, iteration=n,
+                       default=f"results/eval_star_iter{n}_{timestamp()}.json", suffix=".json")
+    if out.is_done():
+        log(f"evaluate: {out.marker} exists; nothing to do")
+        return
+    log(f"evaluating {model_name} on {len(records)} {args.split} problems (k={spec.k}, greedy)")
+    summary, outputs = evaluate(config, model_name, records, spec)
+    summary.update(iteration=n, model=model_name, split=args.split, prompt_spec=spec.to_dict())
+    print(json.dumps({k: v for k, v in summary.items() if k != "prompt_spec"}, indent=None))
+    if args.run_dir or args.save_results or args.output:
+        out.path.parent.mkdir(parents=True, exist_ok=True)
+        out.path.write_text(json.dumps({**summary, "results": outputs}, indent=1) + "\n")
+        out.finish(config, summary, {"model": model_name})
+        log(f"results: {out.path}")
+
+
+def _prompt_spec(args, config, model_name: str) -> PromptSpec:
+    """CLI > config file > the checkpoint's own spec > defaults."""
+    in_file = load_config_file(args.config) if args.config else {}
+    given = {s.split("=", 1)[0] for s in args.set}
+    spec = PromptSpec.from_config(config)
+    if args.k is not None:
+        return PromptSpec(spec.system_prompt, args.k, spec.few_shot_file, spec.use_chat_template)
+    explicit = any(key in in_file or key in given for key in ("k", "system_prompt", "few_shot_file", "use_chat_template"))
+    if not explicit and Path(model_name).is_dir():
+        trained = load_prompt_spec(model_name)
+        if trained is not None:
+            return trained
+    return spec
+
+
+if __name__ == "__main__":
+    run(main)

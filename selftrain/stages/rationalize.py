@@ -1,0 +1,108 @@
+"""STaR stage 2: rationalization.
+
+For every prompt with no correct sample, the correct answer is added to the
+question as a hint and the model reasons again. A rationale is kept when it
+reaches the answer and does not mention the hint; it is stored with
+`prompt_text` rendered *without* the hint (what it is trained on) and the hinted
+prompt in `hinted_prompt_text` (what it was generated from).
+"""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+from selftrain.config import Config
+from selftrain.logging import log
+from selftrain.prompts import PromptSpec, encode_prompt, render_prompt
+from selftrain.records import JsonlAppender, read_jsonl, write_jsonl_atomic
+from selftrain.rewards import get_reward
+from selftrain.stages.generate import INPUT_FIELDS, load_generator, run_requests, sampling_params
+
+# A rationale that talks about being told the answer teaches the model to expect a hint.
+LEAK = re.compile(r"\bhint\b|correct answer is|answer (?:was|is) (?:given|provided)|we are told|as given", re.I)
+
+
+def unsolved_prompts(judged: list[dict]) -> list[dict]:
+    """One record per prompt that no sample solved, in first-seen order."""
+    by_prompt = defaultdict(list)
+    for r in judged:
+        by_prompt[r["prompt_id"]].append(r)
+    return [rs[0] for rs in by_prompt.values() if not any(r.get("is_correct") for r in rs)]
+
+
+def rationalize_file(config: Config, model_name: str, judged_path, output_path, iteration: int,
+                     model=None, tokenizer=None) -> dict:
+    judged = read_jsonl(judged_path)
+    todo = unsolved_prompts(judged) if config.rationalize else []
+    spec = PromptSpec.from_config(config)
+    if todo and model is None:
+        model, tokenizer = load_generator(model_name, config)
+    jobs = []
+    for sample in todo:
+        record = {k: sample[k] for k in INPUT_FIELDS if k in sample}
+        answer = sample["metadata"]["expected_answer"]
+        hinted = render_prompt(tokenizer, record, spec, hint=answer)
+        for j in range(config.rationalization_samples):
+            jobs.append({
+                "id": f"{sample['prompt_id']}#r{j}", "prompt_id": sample["prompt_id"], "sample_idx": j,
+                "iteration": iteration, "generator": model_name, "source": "rationalization", **record,
+                "prompt_text": render_prompt(tokenizer, record, spec), "hinted_prompt_text": hinted,
+                "hint": answer, "prompt_ids": encode_prompt(tokenizer, hinted, spec),
+            })
+    log(f"rationalize: {len(todo)} unsolved prompts x {config.rationalization_samples} hinted attempts")
+    metrics = {"unsolved_prompts": len(todo), "attempts": len(jobs)}
+    with JsonlAppender(output_path) as appender:
+        if jobs:
+            metrics.update(run_requests(model, tokenizer, config, jobs, appender,
+                                        sampling_params(config), config.batch_size, iteration))
+    attempts = read_jsonl(output_path, allow_empty=True)
+    pending = [a for a in attempts if "is_correct" not in a]
+    if pending:  # score once, after generation, and rewrite the file whole
+        scored = {a["id"]: {**a, **result, "leaked_hint": bool(LEAK.search(a["response"]))}
+                  for a, result in zip(pending, get_reward(config).score(pending))}
+        attempts = [scored.get(a["id"], a) for a in attempts]
+        write_jsonl_atomic(output_path, attempts)
+    kept = [a for a in attempts if a["is_correct"] and not a["leaked_hint"] and a["finish_reason"] == "stop"]
+    metrics.update(correct=sum(a["is_correct"] for a in attempts),
+                   leaked_hint=sum(a["is_correct"] and a["leaked_hint"] for a in attempts),
+                   kept=len(kept), rationalized_prompts=len({a["prompt_id"] for a in kept}))
+    log(f"rationalize done: kept {metrics['kept']} rationales for {metrics['rationalized_prompts']} prompts "
+        f"({metrics['leaked_hint']} dropped for mentioning the hint)")
+    return metrics
+
+
+USAGE = """rationalize.py: STaR rationalization of the prompts no sample solved.
+
+  python rationalize.py --input data/star_iter1_train.judged.jsonl --output data/star_iter1_train.rationales.jsonl
+  python rationalize.py --run_dir results/demo --iteration 1
+"""
+
+
+def main(argv=None):
+    from pathlib import Path
+
+    from selftrain.cli import base_parser, resolve_config
+    from selftrain.errors import InputError
+    from selftrain.runs import finished_output, stage_output
+    from selftrain.stages.create_data import default_generator
+
+    p = base_parser(USAGE)
+    p.add_argument("--input", help="judged JSONL (default in a run: the iteration's judged samples)")
+    p.add_argument("--output", help="rationales JSONL")
+    p.add_argument("--model_name", help="model that rationalizes (default: the iteration's generator)")
+    p.add_argument("--batch_size", type=int)
+    args = p.parse_args(argv)
+    config = resolve_config(args, {"batch_size": "batch_size"})
+    config.check_supported(args.config or "config")
+    if not args.input and not args.run_dir:
+        raise InputError("rationalize.py: give --input (and --output), or --run_dir and --iteration")
+    source = Path(args.input) if args.input else finished_output(args.run_dir, args.iteration, "judged")
+    if not args.output and not args.run_dir:
+        args.output = str(source.with_name(source.name.replace(".judged", "").removesuffix(".jsonl") + ".rationales.jsonl"))
+    out = stage_output("rationales", explicit=args.output, run_dir=args.run_dir, iteration=args.iteration, default="")
+    if out.is_done():
+        log(f"rationalize: {out.marker} exists; nothing to do")
+        return
+    model_name = args.model_name or default_generator(config, args.run_dir, args.iteration)
+    metrics = rationalize_file(config, model_name, source, out.path, args.iteration)
+    out.finish(config, metrics, {"model": model_name, "input": str(source)})

@@ -1,0 +1,198 @@
+"""train.py: SFT on the selected examples with TRL's SFTTrainer (LoRA by default).
+
+STaR trains every iteration from the base model (`init: base`); `--init previous`
+continues from the previous iteration's model instead. Loss is on the reply and
+its EOS only. The output directory holds a merged checkpoint (what the next
+iteration generates with and evaluate.py loads), the LoRA adapter in
+`adapter/`, and `selftrain_config.json` (config, prompt spec, metrics).
+
+  python train.py --iteration 1 --train_file data/star_iter1_train.jsonl \\
+      --base_model smollm2-135m --output_dir results/model_star_iter1 --epochs 3
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from selftrain.cli import base_parser, resolve_config, run
+from selftrain.config import Config
+from selftrain.errors import InputError
+from selftrain.logging import log
+from selftrain.models import best_dtype, default_device, resolve_model
+from selftrain.prompts import PromptSpec, encode_example
+from selftrain.records import iter_jsonl
+from selftrain.runs import finished_output, iter_dir, peak_rss_gib
+
+FLAGS = {"epochs": "num_train_epochs", "batch_size": "train_batch_size", "lr": "learning_rate",
+         "base_model": "base_model_path", "init": "init", "training_method": "training_method"}
+
+
+def parser():
+    p = base_parser(__doc__)
+    p.add_argument("--train_file", help="training JSONL (default: data/star_iter{N}_train.jsonl)")
+    p.add_argument("--base_model", help="model M_0 (config: base_model_path; default smollm2-135m)")
+    p.add_argument("--output_dir", help="checkpoint folder (default: results/model_star_iter{N})")
+    p.add_argument("--epochs", type=float, help="config: num_train_epochs")
+    p.add_argument("--batch_size", type=int, help="per-device batch size (config: train_batch_size)")
+    p.add_argument("--lr", type=float, help="config: learning_rate")
+    p.add_argument("--init", choices=["base", "previous"], help="train from the base model (STaR) or M_{N-1}")
+    p.add_argument("--training_method", choices=["lora", "full", "qlora"])
+    return p
+
+
+def read_train_file(path) -> tuple[list[dict], PromptSpec]:
+    rows, specs = [], set()
+    for lineno, obj in iter_jsonl(path):
+        for key in ("prompt_text", "response"):
+            if not isinstance(obj.get(key), str):
+                raise InputError(f"{path}:{lineno}: {key}: missing or not a string (is this a selected training file?)")
+        if not isinstance(obj.get("prompt_spec"), dict):
+            raise InputError(f"{path}:{lineno}: prompt_spec: missing")
+        specs.add(json.dumps(obj["prompt_spec"], sort_keys=True))
+        rows.append(obj)
+    if not rows:
+        raise InputError(f"{path}: no training examples (no sample was correct and no rationale was kept)")
+    if len(specs) > 1:
+        raise InputError(f"{path}: examples were rendered with {len(specs)} different prompt specs; "
+                         f"train on one prompt format at a time")
+    return rows, PromptSpec(**json.loads(specs.pop()))
+
+
+def build_dataset(tokenizer, rows: list[dict], spec: PromptSpec, max_len: int):
+    from datasets import Dataset
+
+    examples, too_long = [], 0
+    for row in rows:
+        example = encode_example(tokenizer, row["prompt_text"], row["response"], spec)
+        if len(example["input_ids"]) > max_len:
+            too_long += 1  # cutting it would drop the EOS or the answer: skip it and say so
+            continue
+        examples.append(example)
+    if not examples:
+        raise InputError(f"every training example is longer than max_seq_length={max_len}")
+    return Dataset.from_list(examples), too_long
+
+
+def _lean_trainer_class():
+    """SFTTrainer whose loss is the model's own token-mean cross-entropy on the labels.
+
+    TRL's default loss also computes per-token entropy and accuracy through a
+    chunked LM head, which doubled the step time of a 135M model on this CPU
+    (45.6 s vs 22.8 s for the same 8 steps, identical losses). The data path
+    (pre-tokenized input_ids + labels masked with -100), the PEFT wrapping and
+    the collator stay TRL's.
+    """
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    class LeanSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+    return LeanSFTTrainer
+
+
+def train(config: Config, train_file, output_dir, init_model: str) -> dict:
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig
+
+    rows, spec = read_train_file(train_file)
+    init_path = resolve_model(init_model)
+    tokenizer = AutoTokenizer.from_pretrained(init_path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dataset, too_long = build_dataset(tokenizer, rows, spec, config.max_seq_length)
+    device = default_device()
+    use_bf16 = best_dtype(device) == torch.bfloat16
+    model = AutoModelForCausalLM.from_pretrained(init_path, dtype=torch.float32)
+    peft_config = None
+    if config.training_method == "lora":
+        target = config.lora_target_modules
+        peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                                 target_modules=target if target == "all-linear" else target.split(","),
+                                 task_type="CAUSAL_LM")
+    output_dir = Path(output_dir)
+    work = output_dir.with_name(output_dir.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    args = SFTConfig(
+        output_dir=str(work / "trainer"), num_train_epochs=config.num_train_epochs,
+        per_device_train_batch_size=config.train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps, learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler_type, warmup_steps=config.warmup_ratio,  # < 1: a ratio
+        weight_decay=config.weight_decay, logging_steps=config.logging_steps, save_strategy="no",
+        report_to="none", seed=config.seed, bf16=use_bf16, use_cpu=device.type == "cpu",
+        gradient_checkpointing=False,  # TRL turns it on by default: pure slowdown for small models
+        max_length=config.max_seq_length, train_sampling_strategy="group_by_length",
+        dataloader_num_workers=0, disable_tqdm=False,
+    )
+    trainer = _lean_trainer_class()(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=peft_config)
+    log(f"training on {len(dataset)} examples ({too_long} over max_seq_length skipped), "
+        f"{config.training_method}, bf16={use_bf16}, from {init_model}")
+    started = time.perf_counter()
+    result = trainer.train()
+    seconds = time.perf_counter() - started
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    trained = trainer.model
+    if peft_config is not None:
+        trained.save_pretrained(work / "adapter")
+        trained = trained.merge_and_unload()
+    trained.save_pretrained(work, safe_serialization=True)
+    tokenizer.save_pretrained(work)
+    shutil.rmtree(work / "trainer", ignore_errors=True)
+    tokens = sum(len(x) for x in dataset["input_ids"]) * config.num_train_epochs
+    metrics = {
+        "train_examples": len(dataset), "skipped_too_long": too_long, "train_loss": round(result.training_loss, 4),
+        "first_loss": round(losses[0], 4) if losses else None, "last_loss": round(losses[-1], 4) if losses else None,
+        "steps": trainer.state.global_step, "seconds": round(seconds, 1),
+        "trained_tokens_per_s": round(tokens / seconds, 1) if seconds else None,
+        "loss_history": [round(x, 4) for x in losses], "peak_rss_gib": peak_rss_gib(),
+    }
+    if not math.isfinite(result.training_loss):
+        raise RuntimeError(f"training diverged (loss {result.training_loss}); lower the learning rate")
+    (work / "selftrain_config.json").write_text(json.dumps(
+        {"prompt_spec": spec.to_dict(), "init_model": init_model, "train_file": str(train_file),
+         "metrics": metrics, "config": config.to_dict()}, indent=2) + "\n")
+    if output_dir.exists():
+        shutil.rmtree(output_dir)
+    work.rename(output_dir)  # the checkpoint appears whole or not at all
+    log(f"saved {output_dir} (loss {metrics['first_loss']} -> {metrics['last_loss']}, {seconds:.0f}s)")
+    return metrics
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    config = resolve_config(args, FLAGS)
+    config.check_supported(args.config or "config")
+    n = args.iteration
+    if n < 1:
+        raise InputError(f"--iteration {n}: training starts at iteration 1 (iteration 0 is the base model)")
+    if args.train_file:
+        train_file = Path(args.train_file)
+    elif args.run_dir:
+        train_file = finished_output(args.run_dir, n, "train")
+    else:
+        train_file = Path(f"data/star_iter{n}_train.jsonl")
+    output_dir = Path(args.output_dir) if args.output_dir else (
+        iter_dir(args.run_dir, n) / "model" if args.run_dir else Path(f"results/model_star_iter{n}"))
+    marker = output_dir.parent / "model.done" if args.run_dir and not args.output_dir else None
+    if marker is not None and marker.is_file():
+        log(f"train: {marker} exists; nothing to do")
+        return
+    init_model = config.base_model_path
+    if config.init == "previous" and n > 1:
+        init_model = str(iter_dir(args.run_dir, n - 1) / "model") if args.run_dir else f"results/model_star_iter{n - 1}"
+    metrics = train(config, train_file, output_dir, init_model)
+    if marker is not None:
+        marker.write_text(json.dumps({"output": output_dir.name, "metrics": metrics,
+                                      "config": config.to_dict()}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    run(main)
