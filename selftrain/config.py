@@ -298,8 +298,10 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
 def _set_dotted(data: dict, key: str, value: Any) -> None:
     parts = key.split(".")
     node = data
-    for part in parts[:-1]:
+    for depth, part in enumerate(parts[:-1]):
         node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise InputError(f"{key}: '{'.'.join(parts[:depth + 1])}' is not a section with keys")
     node[parts[-1]] = value
 
 

@@ -164,6 +164,9 @@ class Engine:
         """Yield one Completion per request, in the order they finish."""
         if not requests:
             return
+        for r in requests:
+            if not r.prompt_ids:
+                raise InputError(f"request {r.key}: empty prompt (nothing to condition on)")
         bar = tqdm(total=len(requests), desc="generate", unit="seq", disable=not self.progress, dynamic_ncols=True)
         start = time.perf_counter()
         runner = self._run_hf if self.engine == "hf" else self._run_continuous

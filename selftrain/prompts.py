@@ -105,7 +105,8 @@ def render_prompt(tokenizer, record: dict, spec: PromptSpec, hint: str | None = 
 
 
 def encode_prompt(tokenizer, text: str, spec: PromptSpec) -> list[int]:
-    # A chat template already writes its special tokens; the plain layout needs BOS.
+    # A chat template already writes its special tokens; the plain layout lets the
+    # tokenizer add its own (BOS for models that use one).
     return tokenizer(text, add_special_tokens=not spec.use_chat_template)["input_ids"]
 
 

@@ -154,7 +154,8 @@ class JsonlAppender:
             with open(self.path, "r+b") as handle:
                 handle.truncate(cut)
             data = data[:cut]
-        for lineno, line in enumerate(data.decode("utf-8").splitlines(), 1):
+        # split on "\n" only: replies may hold U+2028 and friends, which splitlines() also breaks on
+        for lineno, line in enumerate(data.decode("utf-8").split("\n"), 1):
             if line.strip():
                 try:
                     self.done.add(json.loads(line)[self.key])

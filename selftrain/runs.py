@@ -26,6 +26,8 @@ from pathlib import Path
 
 from selftrain.errors import InputError
 
+PROCESS_START = time.time()  # stage scripts are one process per stage: wall time includes model loading
+
 
 def iter_dir(run_dir: str | Path, iteration: int) -> Path:
     return Path(run_dir) / f"iter_{iteration:02d}"
@@ -58,7 +60,8 @@ class StageOutput:
 
     def finish(self, config, metrics: dict, extra: dict | None = None) -> None:
         data = {"output": self.path.name, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "metrics": {**metrics, "peak_rss_gib": peak_rss_gib()},
+                "metrics": {**metrics, "peak_rss_gib": peak_rss_gib(),
+                             "wall_seconds": round(time.time() - PROCESS_START, 1)},
                 **(extra or {}), "config": config.to_dict()}
         text = json.dumps(data, indent=2) + "\n"
         target = self.marker if self.marker is not None else self.sidecar

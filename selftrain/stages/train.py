@@ -26,7 +26,7 @@ from selftrain.logging import log
 from selftrain.models import best_dtype, default_device, resolve_model
 from selftrain.prompts import PromptSpec, encode_example
 from selftrain.records import iter_jsonl
-from selftrain.runs import finished_output, iter_dir, peak_rss_gib
+from selftrain.runs import StageOutput, finished_output, iter_dir, peak_rss_gib
 
 FLAGS = {"epochs": "num_train_epochs", "batch_size": "train_batch_size", "lr": "learning_rate",
          "base_model": "base_model_path", "init": "init", "training_method": "training_method"}
@@ -182,7 +182,8 @@ def main(argv=None):
     output_dir = Path(args.output_dir) if args.output_dir else (
         iter_dir(args.run_dir, n) / "model" if args.run_dir else Path(f"results/model_star_iter{n}"))
     marker = output_dir.parent / "model.done" if args.run_dir and not args.output_dir else None
-    if marker is not None and marker.is_file():
+    out = StageOutput(output_dir, marker)
+    if out.is_done():
         log(f"train: {marker} exists; nothing to do")
         return
     init_model = config.base_model_path
@@ -190,8 +191,7 @@ def main(argv=None):
         init_model = str(iter_dir(args.run_dir, n - 1) / "model") if args.run_dir else f"results/model_star_iter{n - 1}"
     metrics = train(config, train_file, output_dir, init_model)
     if marker is not None:
-        marker.write_text(json.dumps({"output": output_dir.name, "metrics": metrics,
-                                      "config": config.to_dict()}, indent=2) + "\n")
+        out.finish(config, metrics, {"init_model": init_model, "train_file": str(train_file)})
 
 
 if __name__ == "__main__":

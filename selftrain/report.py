@@ -1,0 +1,115 @@
+"""Per-iteration table (markdown) and plot (PNG) of a run folder.
+
+    python -m selftrain.report results/demo
+
+Reads only the stage markers, so it works on a run that is still going.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from selftrain.errors import InputError
+from selftrain.runs import read_marker
+
+STAGES = ("samples", "judged", "rationales", "train", "model", "eval")
+COLUMNS = ["iter", "samples", "stage-1 solve rate", "rationalized", "train examples", "train loss",
+           "accuracy", "per difficulty", "reply tokens", "answer line", "minutes", "peak GiB"]
+
+
+def collect(run_dir: Path) -> list[dict]:
+    rows = []
+    for directory in sorted(run_dir.glob("iter_[0-9][0-9]")):
+        n = int(directory.name.split("_")[1])
+        markers = {s: read_marker(run_dir, n, s) for s in STAGES}
+        m = {s: (v or {}).get("metrics", {}) for s, v in markers.items()}
+        if not any(markers.values()):
+            continue
+        seconds = sum(float(v.get("wall_seconds", 0) or 0) for v in m.values())
+        rows.append({
+            "iter": n,
+            "samples": m["judged"].get("samples"),
+            "solve_rate": m["judged"].get("solve_rate"),
+            "rationalized": m["rationales"].get("kept"),
+            "train_examples": m["train"].get("train_examples"),
+            "train_loss": m["model"].get("train_loss"),
+            "accuracy": m["eval"].get("accuracy"),
+            "per_difficulty": {d: v["accuracy"] for d, v in m["eval"].get("per_difficulty", {}).items()},
+            "reply_tokens": m["eval"].get("mean_response_tokens"),
+            "answer_line": m["eval"].get("answer_line_rate"),
+            "minutes": round(seconds / 60, 1) if seconds else None,
+            "peak_gib": max((float(v.get("peak_rss_gib", 0) or 0) for v in m.values()), default=None) or None,
+            "loss_history": m["model"].get("loss_history", []),
+        })
+    return rows
+
+
+def _fmt(value, pct=False) -> str:
+    if value is None:
+        return "-"
+    if pct:
+        return f"{100 * value:.1f}%"
+    return str(value)
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in rows:
+        per = ", ".join(f"{d} {100 * a:.0f}%" for d, a in r["per_difficulty"].items()) or "-"
+        cells = [str(r["iter"]), _fmt(r["samples"]), _fmt(r["solve_rate"], True), _fmt(r["rationalized"]),
+                 _fmt(r["train_examples"]), _fmt(r["train_loss"]), _fmt(r["accuracy"], True), per,
+                 _fmt(r["reply_tokens"]), _fmt(r["answer_line"], True), _fmt(r["minutes"]), _fmt(r["peak_gib"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    its = [r["iter"] for r in rows if r["accuracy"] is not None]
+    left.plot(its, [100 * r["accuracy"] for r in rows if r["accuracy"] is not None], "o-", label="held-out accuracy")
+    solve = [(r["iter"], 100 * r["solve_rate"]) for r in rows if r["solve_rate"] is not None]
+    if solve:
+        left.plot(*zip(*solve), "s--", label="stage-1 solve rate")
+    left.set_xlabel("iteration")
+    left.set_ylabel("%")
+    left.set_ylim(0, 100)
+    left.set_xticks(its or [0])
+    left.legend()
+    left.set_title("accuracy per iteration")
+    for r in rows:
+        if r["loss_history"]:
+            right.plot(range(1, len(r["loss_history"]) + 1), r["loss_history"], label=f"iter {r['iter']}")
+    right.set_xlabel("step")
+    right.set_ylabel("training loss")
+    right.set_title("training loss")
+    if any(r["loss_history"] for r in rows):
+        right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        raise InputError("usage: python -m selftrain.report RUN_DIR")
+    run_dir = Path(argv[0])
+    rows = collect(run_dir) if run_dir.is_dir() else []
+    if not rows:
+        raise InputError(f"{run_dir}: no finished stages to report (run `make iter` first)")
+    table = markdown(rows)
+    (run_dir / "report.md").write_text(f"# {run_dir.name}\n\n{table}")
+    plot(rows, run_dir / "report.png")
+    print(table)
+    print(f"written: {run_dir / 'report.md'}, {run_dir / 'report.png'}")
+
+
+if __name__ == "__main__":
+    from selftrain.cli import run
+
+    run(main)

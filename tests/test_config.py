@@ -1,0 +1,230 @@
+"""Tests for selftrain.config: loading, precedence, validation messages, shipped configs."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from selftrain.config import Config, DatasetConfig, load_config, parse_set_overrides, save_config
+from selftrain.errors import InputError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_CONFIGS = sorted(REPO_ROOT.glob("configs/*.yaml")) + sorted(REPO_ROOT.glob("configs/*.json"))
+
+
+def write(tmp_path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def error_of(path, overrides=None) -> str:
+    with pytest.raises(InputError) as info:
+        load_config(path, overrides)
+    return str(info.value)
+
+
+# --- defaults and file formats -------------------------------------------------------
+
+def test_defaults_validate():
+    config = load_config()
+    assert config == Config()
+    assert config.validate() is config
+    assert config.base_model_path == "smollm2-135m"
+    assert config.task.difficulties == ["easy"]
+    config.check_supported()
+
+
+def test_yaml_file_loads(tmp_path):
+    path = write(tmp_path, "run.yaml", """
+name: mine
+num_rounds: 5
+learning_rate: 3e-4          # YAML 1.1 reads this as a string; it must still become a float
+temperature: 0.9
+rationalize: false
+task: {difficulties: [easy, hard], n_train: 10}
+reward_config: {type: rule_based, rule_type: math}
+datasets:
+  - {path: data/a.jsonl, difficulty: medium, weight: 2}
+""")
+    config = load_config(path)
+    assert config.name == "mine"
+    assert config.num_rounds == 5
+    assert config.learning_rate == pytest.approx(3e-4) and isinstance(config.learning_rate, float)
+    assert config.temperature == 0.9
+    assert config.rationalize is False
+    assert config.task.difficulties == ["easy", "hard"]
+    assert config.task.n_train == 10
+    assert config.task.n_test == 200  # unset nested keys keep their defaults
+    assert config.datasets == [DatasetConfig(path="data/a.jsonl", difficulty="medium", weight=2.0)]
+
+
+def test_json_file_loads(tmp_path):
+    path = write(tmp_path, "run.json", json.dumps({"num_generations_per_prompt": 8, "top_p": 0.9,
+                                                   "task": {"seed": 3}}))
+    config = load_config(path)
+    assert (config.num_generations_per_prompt, config.top_p, config.task.seed) == (8, 0.9, 3)
+
+
+def test_empty_yaml_is_all_defaults(tmp_path):
+    assert load_config(write(tmp_path, "empty.yaml", "# nothing\n")) == Config()
+
+
+def test_missing_file(tmp_path):
+    assert "config file not found" in error_of(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("name, text, expected", [
+    ("bad.yaml", "num_rounds: [1,\n", "not valid yaml"),
+    ("bad.json", "{\"num_rounds\": 1,", "not valid json"),
+    ("list.yaml", "- 1\n- 2\n", "expected a mapping of keys at the top level"),
+])
+def test_unparseable_file(tmp_path, name, text, expected):
+    path = write(tmp_path, name, text)
+    message = error_of(path)
+    assert message.startswith(f"{path}: ")
+    assert expected in message
+    assert "\n" not in message
+
+
+# --- unknown keys and bad values -------------------------------------------------------
+
+@pytest.mark.parametrize("text, expected", [
+    ("bogus: 1\n", "unknown key 'bogus'"),
+    ("learning_rat: 0.1\n", "unknown key 'learning_rat' (did you mean 'learning_rate'?)"),
+    ("task: {bogus: 1}\n", "unknown key 'task.bogus'"),
+    ("task: {n_trian: 5}\n", "unknown key 'task.n_trian' (did you mean 'task.n_train'?)"),
+    ("reward_config: {api_kye: x}\n", "unknown key 'reward_config.api_kye' (did you mean 'reward_config.api_key'?)"),
+    ("datasets: [{path: a.jsonl, wieght: 2}]\n",
+     "unknown key 'datasets[0].wieght' (did you mean 'datasets[0].weight'?)"),
+    ("datasets: [{path: a.jsonl, zzz: 2}]\n", "unknown key 'datasets[0].zzz'"),  # nothing close: no hint
+])
+def test_unknown_key_names_file_and_key(tmp_path, text, expected):
+    path = write(tmp_path, "run.yaml", text)
+    assert error_of(path) == f"{path}: {expected}"
+
+
+@pytest.mark.parametrize("text, key, expected", [
+    ("num_rounds: three\n", "num_rounds", "expected an integer, got 'three'"),
+    ("num_rounds: 2.5\n", "num_rounds", "expected an integer, got 2.5"),
+    ("learning_rate: fast\n", "learning_rate", "expected a number"),
+    ("temperature: true\n", "temperature", "expected a number, got True"),
+    ("rationalize: maybe\n", "rationalize", "expected true or false"),
+    ("task: 5\n", "task", "expected a mapping"),
+    ("task: {difficulties: 3}\n", "task.difficulties", "expected a list"),
+    ("task: {n_train: [1]}\n", "task.n_train", "expected an integer"),
+    ("system_prompt: [a]\n", "system_prompt", "expected a string"),
+    ("datasets: [3]\n", "datasets[0]", "expected a mapping"),
+    ("top_p: 0\n", "top_p", "must be in (0, 1]"),
+    ("top_p: 1.5\n", "top_p", "must be in (0, 1]"),
+    ("temperature: -1\n", "temperature", "-1.0 must be >= 0"),
+    ("top_k: -1\n", "top_k", "-1 must be >= 0"),
+    ("batch_size: 0\n", "batch_size", "0 must be >= 1"),
+    ("learning_rate: 0\n", "learning_rate", "must be > 0"),
+    ("warmup_ratio: 1\n", "warmup_ratio", "must be in [0, 1)"),
+    ("filter_strategy: best\n", "filter_strategy", "'best' is not one of correct, top_k_percent"),
+    ("generation_engine: vllm\n", "generation_engine", "'vllm' is not one of selftrain, hf"),
+    ("dtype: int8\n", "dtype", "'int8' is not one of"),
+    ("task: {difficulties: [easy, insane]}\n", "task.difficulties[1]", "'insane' is not one of"),
+    ("reward_config: {type: magic}\n", "reward_config.type", "'magic' is not one of"),
+    ("datasets: [{difficulty: easy}]\n", "datasets[0].path", "missing"),
+    ("datasets: [{path: a.jsonl, weight: 0}]\n", "datasets[0].weight", "must be > 0"),
+])
+def test_bad_value_names_file_and_key(tmp_path, text, key, expected):
+    path = write(tmp_path, "run.yaml", text)
+    message = error_of(path)
+    assert message.startswith(f"{path}: {key}: "), message
+    assert expected in message
+
+
+def test_bad_override_value_is_input_error():
+    with pytest.raises(InputError, match=r"^config: top_p: "):
+        load_config(None, {"top_p": 0})
+
+
+# --- precedence -----------------------------------------------------------------------------
+
+def test_precedence_defaults_file_overrides(tmp_path):
+    path = write(tmp_path, "run.yaml", "num_rounds: 5\ntemperature: 0.9\ntask: {n_train: 50, seed: 2}\n")
+    config = load_config(path, {"num_rounds": 7, "temperature": None, "task.n_train": 9, "lora_r": "4"})
+    assert config.num_rounds == 7  # override beats file
+    assert config.temperature == 0.9  # None override: file value kept
+    assert config.task.n_train == 9  # dotted override reaches the nested section
+    assert config.task.seed == 2  # ...without dropping the file's other nested keys
+    assert config.lora_r == 4  # CLI strings are coerced
+    assert config.max_new_tokens == Config().max_new_tokens  # untouched: default
+
+
+def test_override_errors_name_the_file(tmp_path):
+    path = write(tmp_path, "run.yaml", "num_rounds: 5\n")
+    assert error_of(path, {"num_rounds": 0}) == f"{path}: num_rounds: 0 must be >= 1"
+
+
+def test_list_override_from_comma_string():
+    assert load_config(None, {"task.difficulties": "easy, medium"}).task.difficulties == ["easy", "medium"]
+
+
+def test_parse_set_overrides():
+    assert parse_set_overrides(["k=2", "name=run one", "task.n_train=10", "rationalize=false", "top_p=0.5"]) == {
+        "k": 2, "name": "run one", "task.n_train": 10, "rationalize": False, "top_p": 0.5,
+    }
+    with pytest.raises(InputError, match="expected key=value"):
+        parse_set_overrides(["k2"])
+
+
+# --- shipped configs -------------------------------------------------------------------------
+
+def test_there_are_shipped_configs():
+    assert len(SHIPPED_CONFIGS) >= 1
+
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: p.name)
+def test_shipped_config_parses_validates_and_is_supported(path):
+    config = load_config(path)
+    assert config.validate(str(path)) is config
+    config.check_supported(str(path))
+
+
+# --- check_supported and to_dict --------------------------------------------------------------
+
+@pytest.mark.parametrize("overrides, key, value", [
+    ({"reward_config.type": "local"}, "reward_config.type", "local"),
+    ({"reward_config.type": "api"}, "reward_config.type", "api"),
+    ({"reward_config.rule_type": "code"}, "reward_config.rule_type", "code"),
+    ({"filter_strategy": "best_of_n"}, "filter_strategy", "best_of_n"),
+    ({"dataset_selection_strategy": "round_robin"}, "dataset_selection_strategy", "round_robin"),
+    ({"training_method": "qlora"}, "training_method", "qlora"),
+])
+def test_check_supported_refuses_unimplemented_values(overrides, key, value):
+    config = load_config(None, overrides)  # valid seed-000 values: the parser accepts them
+    with pytest.raises(InputError) as info:
+        config.check_supported("run.yaml")
+    message = str(info.value)
+    assert message.startswith(f"run.yaml: {key}: '{value}' is a seed-000 value this version does not run yet")
+    assert "(available: " in message
+
+
+def test_to_dict_redacts_api_key(tmp_path):
+    config = load_config(None, {"reward_config.api_key": "sk-secret"})
+    data = config.to_dict()
+    assert data["reward_config"]["api_key"] == "<redacted>"
+    assert "sk-secret" not in json.dumps(data)
+    assert config.reward_config.api_key == "sk-secret"  # the config itself keeps it
+    assert config.to_dict(redact=False)["reward_config"]["api_key"] == "sk-secret"
+    assert data["num_rounds"] == config.num_rounds and data["task"]["n_train"] == config.task.n_train
+    out = tmp_path / "resolved.json"
+    save_config(config, out, {"stage": "generate"})
+    saved = json.loads(out.read_text())
+    assert saved["stage"] == "generate"
+    assert saved["config"]["reward_config"]["api_key"] == "<redacted>"
+
+
+def test_to_dict_leaves_empty_api_key_empty():
+    assert Config().to_dict()["reward_config"]["api_key"] == ""
+
+
+def test_dotted_override_through_a_plain_value_is_an_input_error():
+    from selftrain.config import load_config
+
+    with pytest.raises(InputError, match="num_rounds.x: 'num_rounds' is not a section"):
+        load_config(None, {"num_rounds.x": 3})
