@@ -226,5 +226,14 @@ def test_to_dict_leaves_empty_api_key_empty():
 def test_dotted_override_through_a_plain_value_is_an_input_error():
     from selftrain.config import load_config
 
-    with pytest.raises(InputError, match="num_rounds.x: 'num_rounds' is not a section"):
+    with pytest.raises(InputError, match="num_rounds: expected an integer"):
         load_config(None, {"num_rounds.x": 3})
+
+
+def test_dotted_override_into_a_scalar_from_the_file_is_an_input_error(tmp_path):
+    from selftrain.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("task: 5\n")
+    with pytest.raises(InputError, match="task.n_train: 'task' is not a section"):
+        load_config(path, {"task.n_train": 3})
