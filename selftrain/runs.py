@@ -76,8 +76,7 @@ def stage_output(stage: str, *, explicit: str | None, run_dir: str | None, itera
     if explicit:
         return StageOutput(Path(explicit), None)
     if run_dir:
-        directory = iter_dir(run_dir, iteration)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = iter_dir(run_dir, iteration)  # created by the first write, not before input is checked
         marker = directory / f"{stage}.done"
         if marker.is_file():
             return StageOutput(directory / json.loads(marker.read_text())["output"], marker)

@@ -12,17 +12,21 @@ from pathlib import Path
 from selftrain.config import Config
 from selftrain.errors import InputError
 from selftrain.logging import log
-from selftrain.records import JsonlAppender, read_jsonl
+from selftrain.records import JsonlAppender, iter_jsonl, read_jsonl
 from selftrain.rewards import get_reward
 
 CHUNK = 256  # records scored and flushed together (bounds lost work on a crash)
 
 
 def judge_file(config: Config, input_path, output_path) -> dict:
-    samples = read_jsonl(input_path)
-    for i, sample in enumerate(samples, 1):
-        if not isinstance(sample.get("response"), str) or "id" not in sample:
-            raise InputError(f"{Path(input_path)}:{i}: response: missing (is this a generation output file?)")
+    samples = []
+    for lineno, sample in iter_jsonl(input_path):
+        for key in ("id", "prompt_id", "response"):
+            if not isinstance(sample.get(key), str):
+                raise InputError(f"{input_path}:{lineno}: {key}: missing (is this a generation output file?)")
+        samples.append(sample)
+    if not samples:
+        raise InputError(f"{input_path}: file is empty (no samples to judge)")
     reward = get_reward(config)
     with JsonlAppender(output_path) as appender:
         todo = [s for s in samples if s["id"] not in appender.done]
