@@ -25,6 +25,7 @@ from typing import Iterable, Iterator
 
 import torch
 from tqdm import tqdm
+from transformers.cache_utils import DynamicLayer
 
 from selftrain.errors import InputError
 
@@ -95,42 +96,93 @@ def common_prefix_length(sequences: list[list[int]]) -> int:
     return length
 
 
+class SlotLayer(DynamicLayer):
+    """One layer's KV cache in a preallocated buffer: decoding writes one column in
+    place instead of concatenating the whole cache every step (DynamicLayer's way),
+    which cost as much as the attention itself at batch 64 here."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int, headroom: int):
+        super().__init__()
+        self.is_initialized, self.dtype, self.device = True, keys.dtype, keys.device
+        self.keys, self.values, self.length, self.headroom = keys, values, length, headroom
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        n = key_states.shape[-2]
+        if self.length + n > self.keys.shape[-2]:
+            grow = max(n, self.headroom)
+            self.keys = torch.cat([self.keys, self.keys.new_zeros(*self.keys.shape[:2], grow, self.keys.shape[-1])], 2)
+            self.values = torch.cat([self.values, self.values.new_zeros(*self.values.shape[:2], grow,
+                                                                         self.values.shape[-1])], 2)
+        self.keys[:, :, self.length:self.length + n] = key_states
+        self.values[:, :, self.length:self.length + n] = value_states
+        self.length += n
+        return self.keys[:, :, :self.length], self.values[:, :, :self.length]
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.length + query_length, 0
+
+    def get_max_length(self) -> int:
+        return -1
+
+
 class _Batch:
-    """Rows in flight: KV cache tensors, 2D attention mask, per-row state."""
+    """Rows in flight: per-layer KV buffers, the 2D attention mask (left padding
+    is 0), and per-row state. Finished rows stay in place as dead rows until the
+    next rebuild, so the cache is copied once per refill rather than once per
+    finished sequence."""
 
-    def __init__(self, cache, mask: torch.Tensor, rows: list[dict]):
-        self.cache, self.mask, self.rows = cache, mask, rows
+    def __init__(self, headroom: int):
+        self.headroom = headroom
+        self.cache = None
+        self.mask = torch.zeros(0, 0, dtype=torch.long)
+        self.rows: list[dict] = []
 
-    def keep(self, indices: list[int]) -> None:
-        index = torch.tensor(indices, dtype=torch.long, device=self.mask.device)
-        for layer in self.cache.layers:
-            layer.keys, layer.values = layer.keys[index], layer.values[index]
-        self.mask = self.mask[index]
-        self.rows = [self.rows[i] for i in indices]
-        self._trim()
+    @property
+    def alive(self) -> int:
+        return sum(row["alive"] for row in self.rows)
 
-    def _trim(self) -> None:
-        """Drop leading columns that are padding in every row."""
-        if not self.rows:
+    def rebuild(self, incoming_cache=None, incoming_mask=None, incoming_rows=()) -> None:
+        """Drop dead rows and leading all-padding columns, then append `incoming`
+        rows (a prefilled DynamicCache), right-aligning everything in new buffers."""
+        keep = [i for i, row in enumerate(self.rows) if row["alive"]]
+        parts = []  # (keys per layer, values per layer, mask), each right-aligned later
+        if keep:
+            index = torch.tensor(keep, dtype=torch.long)
+            mask = self.mask[index]
+            used = mask.any(0).nonzero()
+            start = int(used[0]) if len(used) else 0
+            length = self.cache.layers[0].length
+            parts.append(([l.keys[index, :, start:length] for l in self.cache.layers],
+                          [l.values[index, :, start:length] for l in self.cache.layers], mask[:, start:]))
+        if incoming_cache is not None:
+            parts.append(([l.keys for l in incoming_cache.layers], [l.values for l in incoming_cache.layers],
+                          incoming_mask))
+        self.rows = [self.rows[i] for i in keep] + list(incoming_rows)
+        if not parts:
+            self.cache, self.mask = None, torch.zeros(0, 0, dtype=torch.long)
             return
-        used = self.mask.any(0).nonzero()
-        start = int(used[0]) if len(used) else 0
-        if start > 0:
-            for layer in self.cache.layers:
-                layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
-            self.mask = self.mask[:, start:]
-
-    def absorb(self, other: "_Batch") -> None:
-        """Append the rows of `other`, left-padding the shorter side to a common length."""
-        if not self.rows:
-            self.cache, self.mask, self.rows = other.cache, other.mask, other.rows
-            return
-        length = max(self.mask.shape[1], other.mask.shape[1])
-        for mine, theirs in zip(self.cache.layers, other.cache.layers):
-            mine.keys = torch.cat([_left_pad(mine.keys, length, 2), _left_pad(theirs.keys, length, 2)])
-            mine.values = torch.cat([_left_pad(mine.values, length, 2), _left_pad(theirs.values, length, 2)])
-        self.mask = torch.cat([_left_pad(self.mask, length, 1), _left_pad(other.mask, length, 1)])
-        self.rows = self.rows + other.rows
+        width = max(p[2].shape[1] for p in parts)
+        rows = sum(p[2].shape[0] for p in parts)
+        template = parts[0][0]
+        layers = []
+        for li in range(len(template)):
+            k0 = template[li]
+            keys = k0.new_zeros(rows, k0.shape[1], width + self.headroom, k0.shape[3])
+            values = keys.clone()
+            r = 0
+            for pk, pv, pm in parts:
+                n, w = pm.shape
+                keys[r:r + n, :, width - w:width] = pk[li]
+                values[r:r + n, :, width - w:width] = pv[li]
+                r += n
+            layers.append(SlotLayer(keys, values, width, self.headroom))
+        self.mask = torch.cat([_left_pad(p[2], width, 1) for p in parts])
+        if self.cache is None:
+            self.cache = incoming_cache
+        self.cache.layers = layers
 
 
 def _left_pad(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
@@ -191,46 +243,47 @@ class Engine:
         prefix_cache = self._prefill_prefix(requests[0].prompt_ids[:prefix_len]) if prefix_len > 0 else None
         self.stats["prompt_tokens"] += prefix_len + sum(len(r.prompt_ids) - prefix_len for r in requests)
         refill_at = max(1, self.batch_size // 4)  # refill when a quarter of the slots are free
-        batch = _Batch(None, torch.zeros(0, 0, dtype=torch.long), [])
+        stop_set = set(self.stop_ids.tolist())
+        batch = _Batch(headroom=min(self.params.max_new_tokens, 64))
         next_tokens = torch.zeros(0, dtype=torch.long)
-        while waiting or batch.rows:
-            free = self.batch_size - len(batch.rows)
-            if waiting and (free >= refill_at or not batch.rows):
+        while waiting or batch.alive:
+            free = self.batch_size - batch.alive
+            if waiting and (free >= refill_at or not batch.alive):
                 group, waiting = waiting[:free], waiting[free:]
-                new_batch, new_tokens = self._prefill(group, prefix_len, prefix_cache)
-                batch.absorb(new_batch)
-                next_tokens = torch.cat([next_tokens, new_tokens])
+                cache, mask, rows, first = self._prefill(group, prefix_len, prefix_cache)
+                alive = [i for i, row in enumerate(batch.rows) if row["alive"]]
+                batch.rebuild(cache, mask, rows)
+                next_tokens = torch.cat([next_tokens[alive], first])
+            elif batch.rows and batch.alive <= (len(batch.rows) * 3) // 4:
+                alive = [i for i, row in enumerate(batch.rows) if row["alive"]]  # the tail: shrink the batch
+                batch.rebuild()
+                next_tokens = next_tokens[alive]
             # Record the sampled tokens; retire rows that stopped or hit the limit.
-            keep, finished = [], []
             for i, row in enumerate(batch.rows):
+                if not row["alive"]:
+                    continue
                 token = int(next_tokens[i])
-                if token in self._stop_set:
-                    finished.append(Completion(row["key"], row["out"], "stop"))
+                if token in stop_set:
+                    row["alive"] = False
+                    yield Completion(row["key"], row["out"], "stop")
                     continue
                 row["out"].append(token)
                 if len(row["out"]) >= self.params.max_new_tokens:
-                    finished.append(Completion(row["key"], row["out"], "length"))
-                else:
-                    keep.append(i)
-            yield from finished
-            if len(keep) < len(batch.rows):
-                batch.keep(keep)
-                next_tokens = next_tokens[keep]
-            if not batch.rows:
+                    row["alive"] = False
+                    yield Completion(row["key"], row["out"], "length")
+            if not batch.alive:
                 continue
             next_tokens = self._decode_step(batch, next_tokens)
-
-    @property
-    def _stop_set(self) -> set[int]:
-        return set(self.stop_ids.tolist())
 
     def _prefill_prefix(self, prefix: list[int]):
         ids = torch.tensor([prefix], device=self.device)
         out = self.model(input_ids=ids, use_cache=True)
         return out.past_key_values
 
-    def _prefill(self, group: list[Request], prefix_len: int, prefix_cache) -> tuple[_Batch, torch.Tensor]:
-        """Run the prompts of `group` (after the shared prefix), left-padded; return their batch and first tokens."""
+    def _prefill(self, group: list[Request], prefix_len: int, prefix_cache):
+        """Run the prompts of `group` (after the shared prefix), left-padded.
+
+        Returns their cache, attention mask, row states and first sampled tokens."""
         suffixes = [r.prompt_ids[prefix_len:] for r in group]
         width = max(len(s) for s in suffixes)
         ids = torch.full((len(group), width), self.pad_id, dtype=torch.long)
@@ -249,10 +302,9 @@ class Engine:
         for r in group:
             gen = torch.Generator(device="cpu")
             gen.manual_seed(request_seed(self.seed, r.key))
-            rows.append({"key": r.key, "out": [], "gen": gen})
-        batch = _Batch(out.past_key_values, mask, rows)
+            rows.append({"key": r.key, "out": [], "gen": gen, "alive": True})
         first = sample_next(out.logits[:, -1, :].cpu(), self.params, [row["gen"] for row in rows])
-        return batch, first
+        return out.past_key_values, mask, rows, first
 
     def _decode_step(self, batch: _Batch, tokens: torch.Tensor) -> torch.Tensor:
         positions = batch.mask.sum(1, keepdim=True)  # next position = real tokens so far
@@ -267,7 +319,7 @@ class Engine:
     # ------------------------------------------------------------ plain HF
     def _run_hf(self, requests: list[Request]) -> Iterator[Completion]:
         """model.generate on fixed batches (the baseline); sampling is seeded per batch, not per request."""
-        stop_set = self._stop_set
+        stop_set = set(self.stop_ids.tolist())
         for begin in range(0, len(requests), self.batch_size):
             group = requests[begin:begin + self.batch_size]
             width = max(len(r.prompt_ids) for r in group)
