@@ -15,7 +15,8 @@ RUN ?= $(basename $(notdir $(CONFIG)))
 RESULTS ?= results
 RUN_DIR := $(RESULTS)/$(RUN)
 N ?= 1
-ROUNDS ?= 3
+# iterations of `make rounds` (default: num_rounds of the config)
+ROUNDS ?= $(shell $(PY) -m selftrain.config $(CONFIG) num_rounds)
 ARGS = --config $(CONFIG) --run_dir $(RUN_DIR)
 PYTEST_ARGS ?=
 
@@ -37,7 +38,7 @@ generator_dep = $(if $(filter 01,$(1)),,$(RUN_DIR)/iter_$(call prev,$(1))/model.
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
-	@echo "variables: CONFIG=$(CONFIG) RUN=$(RUN) N=$(N) ROUNDS=$(ROUNDS) (results in $(RUN_DIR)/)"
+	@echo "variables: CONFIG=$(CONFIG) RUN=$(RUN) N=$(N) ROUNDS (default: num_rounds of CONFIG); results in $(RUN_DIR)/"
 
 setup: $(VENV)/.installed  ## create .venv with the pinned dependencies
 
@@ -75,14 +76,15 @@ $(RUN_DIR)/iter_%/eval.done: $(RUN_DIR)/iter_%/model.done
 iter:  ## every stage of iteration N (N=0: the base-model evaluation)
 	@$(MAKE) --no-print-directory $(RUN_DIR)/iter_$(call two,$(N))/eval.done
 
-rounds:  ## the baseline plus iterations 1..ROUNDS
+rounds:  ## the baseline plus iterations 1..ROUNDS (default: num_rounds of the config)
+	@test -n "$(ROUNDS)" || { echo "ROUNDS is not set and $(CONFIG) gave no num_rounds"; exit 2; }
 	@$(MAKE) --no-print-directory $(foreach i,$(shell seq 0 $(ROUNDS)),$(RUN_DIR)/iter_$(call two,$(i))/eval.done)
 
 report: | setup  ## markdown table and PNG plot of RUN
 	$(PY) -m selftrain.report $(RUN_DIR)
 
 demo: | setup  ## base eval + 3 STaR iterations on the embedded model and task, then the table
-	@$(MAKE) --no-print-directory rounds CONFIG=$(CONFIG) RUN=$(RUN) ROUNDS=3
+	@$(MAKE) --no-print-directory rounds CONFIG=$(CONFIG) RUN=$(RUN)
 	@$(MAKE) --no-print-directory report CONFIG=$(CONFIG) RUN=$(RUN)
 
 test: | setup  ## the test suite (unit tests with tiny models + an end-to-end make iter)

@@ -2,7 +2,7 @@
 
 Precedence: defaults < config file (YAML or JSON) < command-line flags. Unknown
 keys and bad values stop the stage with a message naming the file and key.
-Every value has a one-line reason in `configs/README.md`.
+Every key is listed with its meaning in the README ("Configuration").
 """
 from __future__ import annotations
 
@@ -323,3 +323,24 @@ def save_config(config: Config, path: str | Path, extra: dict | None = None) -> 
     """Write the resolved config (api key redacted) beside an output."""
     data = {"config": config.to_dict(), **(extra or {})}
     Path(path).write_text(json.dumps(data, indent=2) + "\n")
+
+
+def main(argv=None) -> None:
+    """`python -m selftrain.config CONFIG KEY`: print one resolved value (used by the Makefile)."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        raise InputError("usage: python -m selftrain.config CONFIG KEY")
+    value = load_config(argv[0]).to_dict()
+    for part in argv[1].split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise InputError(f"{argv[0]}: no key {argv[1]!r}")
+        value = value[part]
+    print(value)
+
+
+if __name__ == "__main__":
+    from selftrain.cli import run
+
+    run(main)

@@ -155,7 +155,7 @@ def test_load_real_gsm8k():
     assert final_line.startswith("####")
     assert records[0]["metadata"]["expected_answer"] == final_line[4:].strip().replace(",", "")
     assert records[0]["prompt"] == first["question"]
-    assert records[0]["id"] == "gsm8k-test-000000" and records[-1]["id"] == f"gsm8k-test-{len(records) - 1:06d}"
+    assert records[0]["id"] == "gsm8k-test-000001" and records[-1]["id"] == f"gsm8k-test-{len(records):06d}"
     for r in records:
         assert re.fullmatch(r"-?[\d.]+", r["metadata"]["expected_answer"]), r
         assert "<<" not in r["metadata"]["reference_rationale"]

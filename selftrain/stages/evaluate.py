@@ -15,7 +15,6 @@ from pathlib import Path
 from selftrain.cli import base_parser, resolve_config, run
 from selftrain.config import load_config_file
 from selftrain.data import load_eval_prompts
-from selftrain.errors import InputError
 from selftrain.logging import log
 from selftrain.models import resolve_model
 from selftrain.prompts import PromptSpec, encode_prompt, load_prompt_spec, render_prompt

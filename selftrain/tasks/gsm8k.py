@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -49,18 +48,13 @@ def convert_gsm8k_record(raw: dict, index: int, split: str) -> dict:
 
 
 def _read_jsonl(path: Path, split: str) -> list[dict]:
+    from selftrain.records import iter_jsonl
+
     records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{lineno}: not valid JSON: {e.msg}") from None
-            if (problem := _problem(raw)) is not None:
-                raise InputError(f"{path}:{lineno}: {problem}")
-            records.append(convert_gsm8k_record(raw, len(records), split))
+    for lineno, raw in iter_jsonl(path):
+        if (problem := _problem(raw)) is not None:
+            raise InputError(f"{path}:{lineno}: {problem}")
+        records.append(convert_gsm8k_record(raw, lineno, split))  # ids name the line, as for every file
     return records
 
 
@@ -86,5 +80,5 @@ def load_gsm8k(source: str, split: str) -> list[dict]:
     for lineno, raw in enumerate(rows, 1):
         if (problem := _problem(raw)) is not None:
             raise InputError(f"{source}[{split}]:{lineno}: {problem}")
-        records.append(convert_gsm8k_record(raw, len(records), split))
+        records.append(convert_gsm8k_record(raw, lineno, split))
     return records
