@@ -84,6 +84,72 @@ def _input_of(step: str, outputs: dict[str, StageOutput], args) -> Path:
     return out.path
 
 
+class _Generator:
+    """The generator model, loaded at most once for the generate and rationalize steps."""
+
+    def __init__(self, name: str, config):
+        self.name, self.config, self._loaded = name, config, None
+
+    def get(self):
+        if self._loaded is None:
+            from selftrain.stages.generate import load_generator
+
+            self._loaded = load_generator(self.name, self.config)
+        return self._loaded
+
+
+def _step_generate(args, config, outputs, generator: _Generator) -> None:
+    from selftrain.data import load_train_prompts
+    from selftrain.models import resolve_model
+    from selftrain.stages.generate import generate_samples
+
+    prompts = load_train_prompts(config, args.iteration)  # validated before anything is written
+    resolve_model(generator.name)  # a missing model is an input error, before any output exists
+    model, tokenizer = generator.get()
+    out = outputs["generate"]
+    metrics = generate_samples(config, generator.name, prompts, out.path, args.iteration, model, tokenizer)
+    out.finish(config, metrics, {"model": generator.name})
+
+
+def _step_judge(args, config, outputs, generator: _Generator) -> None:
+    from selftrain.stages.judge import judge_file
+
+    out = outputs["judge"]
+    out.finish(config, judge_file(config, _input_of("judge", outputs, args), out.path))
+
+
+def _step_rationalize(args, config, outputs, generator: _Generator) -> None:
+    from selftrain.stages.rationalize import rationalize_file, unsolved_prompts
+
+    judged_path = _input_of("rationalize", outputs, args)
+    needed = config.rationalize and unsolved_prompts(read_jsonl(judged_path))
+    model, tokenizer = generator.get() if needed else (None, None)
+    out = outputs["rationalize"]
+    metrics = rationalize_file(config, generator.name, judged_path, out.path, args.iteration, model, tokenizer)
+    out.finish(config, metrics, {"model": generator.name})
+
+
+def _step_select(args, config, outputs, generator: _Generator) -> None:
+    from selftrain.prompts import PromptSpec
+    from selftrain.stages.select import select_examples
+
+    judged = read_jsonl(_input_of("select", outputs, args))
+    rationales_path = outputs["rationalize"].path
+    if args.run_dir and not args.output:
+        rationales_path = finished_output(args.run_dir, args.iteration, "rationales")
+    rationales = read_jsonl(rationales_path, allow_empty=True) if rationales_path.is_file() else []
+    kept, metrics = select_examples(config, judged, rationales)
+    spec = PromptSpec.from_config(config).to_dict()
+    out = outputs["select"]
+    write_jsonl_atomic(out.path, [dict(r, prompt_spec=spec) for r in kept])
+    out.finish(config, metrics)
+    log(f"training set: {out.path}")
+
+
+STEP_FUNCTIONS = {"generate": _step_generate, "judge": _step_judge,
+                  "rationalize": _step_rationalize, "select": _step_select}
+
+
 def main(argv=None):
     args = parser().parse_args(argv)
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
@@ -93,63 +159,13 @@ def main(argv=None):
     steps = [s for s in STEPS if s in steps]  # always in pipeline order
     config = resolve_config(args, FLAGS)
     config.check_supported(args.config or "config")
-    model_name = args.model_name or default_generator(config, args.run_dir, args.iteration)
+    generator = _Generator(args.model_name or default_generator(config, args.run_dir, args.iteration), config)
     outputs = _outputs(args, steps)
-    loaded = {}  # the generator model, loaded once for generate + rationalize
-
-    def generator():
-        if not loaded:
-            from selftrain.stages.generate import load_generator
-
-            loaded["model"], loaded["tokenizer"] = load_generator(model_name, config)
-        return loaded["model"], loaded["tokenizer"]
-
-    if "generate" in steps and not outputs["generate"].is_done():
-        from selftrain.data import load_train_prompts
-        from selftrain.stages.generate import generate_samples
-
-        prompts = load_train_prompts(config, args.iteration)  # validated before anything is written
-        from selftrain.models import resolve_model
-
-        resolve_model(model_name)  # a missing model is an input error, before any output exists
-        model, tokenizer = generator()
-        metrics = generate_samples(config, model_name, prompts, outputs["generate"].path, args.iteration,
-                                   model, tokenizer)
-        outputs["generate"].finish(config, metrics, {"model": model_name})
-    if "judge" in steps and not outputs["judge"].is_done():
-        from selftrain.stages.judge import judge_file
-
-        metrics = judge_file(config, _input_of("judge", outputs, args), outputs["judge"].path)
-        outputs["judge"].finish(config, metrics)
-    if "rationalize" in steps and not outputs["rationalize"].is_done():
-        from selftrain.stages.rationalize import rationalize_file
-
-        judged_path = _input_of("rationalize", outputs, args)
-        model, tokenizer = generator() if config.rationalize and _has_unsolved(judged_path) else (None, None)
-        metrics = rationalize_file(config, model_name, judged_path, outputs["rationalize"].path,
-                                   args.iteration, model, tokenizer)
-        outputs["rationalize"].finish(config, metrics, {"model": model_name})
-    if "select" in steps and not outputs["select"].is_done():
-        from selftrain.stages.select import select_examples
-
-        judged = read_jsonl(_input_of("select", outputs, args))
-        rationales_path = outputs["rationalize"].path
-        if args.run_dir and not args.output:
-            rationales_path = finished_output(args.run_dir, args.iteration, "rationales")
-        rationales = read_jsonl(rationales_path, allow_empty=True) if rationales_path.is_file() else []
-        kept, metrics = select_examples(config, judged, rationales)
-        from selftrain.prompts import PromptSpec
-
-        spec = PromptSpec.from_config(config).to_dict()
-        write_jsonl_atomic(outputs["select"].path, [dict(r, prompt_spec=spec) for r in kept])
-        outputs["select"].finish(config, metrics)
-        log(f"training set: {outputs['select'].path}")
-
-
-def _has_unsolved(judged_path) -> bool:
-    from selftrain.stages.rationalize import unsolved_prompts
-
-    return bool(unsolved_prompts(read_jsonl(judged_path)))
+    for step in steps:
+        if outputs[step].is_done():
+            log(f"{step}: {outputs[step].marker} exists; nothing to do")
+            continue
+        STEP_FUNCTIONS[step](args, config, outputs, generator)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,6 @@ nothing must never look like a model that is wrong.
 from __future__ import annotations
 
 from collections import defaultdict
-from pathlib import Path
-
 from selftrain.config import Config
 from selftrain.errors import InputError
 from selftrain.logging import log
@@ -26,7 +24,7 @@ def judge_file(config: Config, input_path, output_path) -> dict:
                 raise InputError(f"{input_path}:{lineno}: {key}: missing (is this a generation output file?)")
         samples.append(sample)
     if not samples:
-        raise InputError(f"{input_path}: file is empty (no samples to judge)")
+        raise InputError(f"{input_path}: file is empty (no records)")
     reward = get_reward(config)
     with JsonlAppender(output_path) as appender:
         todo = [s for s in samples if s["id"] not in appender.done]
@@ -67,21 +65,15 @@ USAGE = """judge.py: score generated samples (rule-based math by default).
 
 
 def main(argv=None):
-    from selftrain.cli import base_parser, resolve_config
-    from selftrain.runs import finished_output, stage_output
+    from selftrain.cli import base_parser, resolve_config, step_io
 
     p = base_parser(USAGE)
     p.add_argument("--input", help="samples JSONL (default in a run: the iteration's samples)")
-    p.add_argument("--output", help="judged JSONL")
+    p.add_argument("--output", help="judged JSONL (default by hand: beside --input, .judged.jsonl)")
     args = p.parse_args(argv)
     config = resolve_config(args, {})
     config.check_supported(args.config or "config")
-    if not args.input and not args.run_dir:
-        raise InputError("judge.py: give --input (and --output), or --run_dir and --iteration")
-    source = Path(args.input) if args.input else finished_output(args.run_dir, args.iteration, "samples")
-    if not args.output and not args.run_dir:
-        args.output = str(source.with_name(source.name.replace(".samples", "") .removesuffix(".jsonl") + ".judged.jsonl"))
-    out = stage_output("judged", explicit=args.output, run_dir=args.run_dir, iteration=args.iteration, default="")
+    source, out = step_io(args, "judge.py", "samples", "judged")
     if out.is_done():
         log(f"judge: {out.marker} exists; nothing to do")
         return

@@ -79,27 +79,18 @@ USAGE = """rationalize.py: STaR rationalization of the prompts no sample solved.
 
 
 def main(argv=None):
-    from pathlib import Path
-
-    from selftrain.cli import base_parser, resolve_config
-    from selftrain.errors import InputError
-    from selftrain.runs import finished_output, stage_output
+    from selftrain.cli import base_parser, resolve_config, step_io
     from selftrain.stages.create_data import default_generator
 
     p = base_parser(USAGE)
     p.add_argument("--input", help="judged JSONL (default in a run: the iteration's judged samples)")
-    p.add_argument("--output", help="rationales JSONL")
+    p.add_argument("--output", help="rationales JSONL (default by hand: beside --input, .rationales.jsonl)")
     p.add_argument("--model_name", help="model that rationalizes (default: the iteration's generator)")
     p.add_argument("--batch_size", type=int)
     args = p.parse_args(argv)
     config = resolve_config(args, {"batch_size": "batch_size"})
     config.check_supported(args.config or "config")
-    if not args.input and not args.run_dir:
-        raise InputError("rationalize.py: give --input (and --output), or --run_dir and --iteration")
-    source = Path(args.input) if args.input else finished_output(args.run_dir, args.iteration, "judged")
-    if not args.output and not args.run_dir:
-        args.output = str(source.with_name(source.name.replace(".judged", "").removesuffix(".jsonl") + ".rationales.jsonl"))
-    out = stage_output("rationales", explicit=args.output, run_dir=args.run_dir, iteration=args.iteration, default="")
+    source, out = step_io(args, "rationalize.py", "judged", "rationales")
     if out.is_done():
         log(f"rationalize: {out.marker} exists; nothing to do")
         return
