@@ -120,7 +120,7 @@ class Config:
     warmup_ratio: float = 0.05
     lr_scheduler_type: str = "cosine"
     weight_decay: float = 0.0
-    max_seq_length: int = 512
+    max_seq_length: int = 1024  # room for k=10 few-shot prompts plus the reply
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05

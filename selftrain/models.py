@@ -82,7 +82,11 @@ def resolve_model(name_or_path: str) -> str:
         if not (path / "config.json").is_file():
             raise InputError(f"model path {name_or_path}: no config.json (not a transformers checkpoint)")
         return str(path)
-    looks_like_path = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+    # "results/model_star_iter1" is a missing local checkpoint, not a hub repo named
+    # model_star_iter1 of an organisation "results": a hub lookup would only fail later, slowly.
+    first = name_or_path.split("/", 1)[0]
+    looks_like_path = (name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+                       or Path(first).is_dir())
     if looks_like_path or "/" not in name_or_path:
         raise InputError(
             f"model {name_or_path}: no such local checkpoint and not a hub id "
@@ -129,10 +133,22 @@ def parse_dtype(name: str, device: torch.device) -> torch.dtype:
     return table[name]
 
 
+def from_pretrained(cls, name_or_path: str, **kwargs):
+    """`cls.from_pretrained` with a one-line error when a hub id cannot be fetched (offline, typo)."""
+    location = resolve_model(name_or_path)
+    try:
+        return cls.from_pretrained(location, **kwargs)
+    except Exception as exc:  # hub clients raise many types (HTTP, connection, not found)
+        if Path(location).is_dir():
+            raise
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"model {name_or_path}: cannot load it from the Hugging Face hub ({first_line})") from None
+
+
 def load_tokenizer(name_or_path: str):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name_or_path))
+    tokenizer = from_pretrained(AutoTokenizer, name_or_path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -144,6 +160,6 @@ def load_model(name_or_path: str, dtype: str = "auto", device: str | None = None
 
     dev = torch.device(device) if device else default_device()
     torch_dtype = parse_dtype(dtype, dev)
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(name_or_path), dtype=torch_dtype)
+    model = from_pretrained(AutoModelForCausalLM, name_or_path, dtype=torch_dtype)
     model.to(dev).eval()
     return model

@@ -23,7 +23,7 @@ from selftrain.cli import base_parser, resolve_config, run
 from selftrain.config import Config
 from selftrain.errors import InputError
 from selftrain.logging import log
-from selftrain.models import best_dtype, default_device, resolve_model
+from selftrain.models import best_dtype, default_device, from_pretrained
 from selftrain.prompts import PromptSpec, encode_example
 from selftrain.records import iter_jsonl
 from selftrain.runs import StageOutput, finished_output, iter_dir, peak_rss_gib
@@ -103,14 +103,13 @@ def train(config: Config, train_file, output_dir, init_model: str) -> dict:
     from trl import SFTConfig
 
     rows, spec = read_train_file(train_file)
-    init_path = resolve_model(init_model)
-    tokenizer = AutoTokenizer.from_pretrained(init_path)
+    tokenizer = from_pretrained(AutoTokenizer, init_model)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     dataset, too_long = build_dataset(tokenizer, rows, spec, config.max_seq_length)
     device = default_device()
     use_bf16 = best_dtype(device) == torch.bfloat16
-    model = AutoModelForCausalLM.from_pretrained(init_path, dtype=torch.float32)
+    model = from_pretrained(AutoModelForCausalLM, init_model, dtype=torch.float32)
     peft_config = None
     if config.training_method == "lora":
         target = config.lora_target_modules
