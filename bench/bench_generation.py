@@ -5,7 +5,7 @@ settings, measured in the same process one after the other. Prints generated
 tokens per second of each and their ratio.
 
     .venv/bin/python bench/bench_generation.py [--model smollm2-135m] [--prompts 128]
-        [--samples 1] [--batch_size 64] [--max_new_tokens 96] [--temperature 0.8] [--k 0]
+        [--samples 2] [--batch_size 64] [--max_new_tokens 96] [--temperature 0.8] [--k 0]
 
 "Tokens" are the real reply tokens (up to and excluding the stop token); the
 padding `generate` computes after a row has finished is not counted for either.
@@ -32,7 +32,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--prompts", type=int, default=128)
-    p.add_argument("--samples", type=int, default=1, help="samples per prompt")
+    p.add_argument("--samples", type=int, default=2, help="samples per prompt")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--max_new_tokens", type=int, default=96)
     p.add_argument("--temperature", type=float, default=0.8)
