@@ -319,12 +319,6 @@ def parse_set_overrides(items: list[str]) -> dict:
     return result
 
 
-def save_config(config: Config, path: str | Path, extra: dict | None = None) -> None:
-    """Write the resolved config (api key redacted) beside an output."""
-    data = {"config": config.to_dict(), **(extra or {})}
-    Path(path).write_text(json.dumps(data, indent=2) + "\n")
-
-
 def main(argv=None) -> None:
     """`python -m selftrain.config CONFIG KEY`: print one resolved value (used by the Makefile)."""
     import sys

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from selftrain.config import Config, DatasetConfig, load_config, parse_set_overrides, save_config
+from selftrain.config import Config, DatasetConfig, load_config, parse_set_overrides
 from selftrain.errors import InputError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -212,11 +212,14 @@ def test_to_dict_redacts_api_key(tmp_path):
     assert config.reward_config.api_key == "sk-secret"  # the config itself keeps it
     assert config.to_dict(redact=False)["reward_config"]["api_key"] == "sk-secret"
     assert data["num_rounds"] == config.num_rounds and data["task"]["n_train"] == config.task.n_train
-    out = tmp_path / "resolved.json"
-    save_config(config, out, {"stage": "generate"})
-    saved = json.loads(out.read_text())
-    assert saved["stage"] == "generate"
-    assert saved["config"]["reward_config"]["api_key"] == "<redacted>"
+    from selftrain.runs import StageOutput
+
+    out = StageOutput(tmp_path / "samples.jsonl", tmp_path / "samples.done")
+    out.finish(config, {"n": 1}, {"stage": "generate"})
+    text = (tmp_path / "samples.done").read_text()
+    saved = json.loads(text)
+    assert saved["stage"] == "generate" and saved["metrics"]["n"] == 1
+    assert saved["config"]["reward_config"]["api_key"] == "<redacted>" and "sk-secret" not in text
 
 
 def test_to_dict_leaves_empty_api_key_empty():
