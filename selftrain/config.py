@@ -28,7 +28,7 @@ SUPPORTED = {
     "reward_config.type": ("rule_based",),
     "reward_config.rule_type": ("math",),
     "dataset_selection_strategy": ("sequential",),
-    "filter_strategy": ("correct",),
+    "filter_strategy": FILTER_STRATEGIES,
     "training_method": ("lora", "full"),
 }
 

@@ -162,9 +162,9 @@ def test_yaml_config_syntax_error(cd, tmp_path):
 
 def test_unsupported_seed000_value(cd, tmp_path):
     data = write_lines(tmp_path / "ok.jsonl", [json.dumps(GOOD)])
-    config = cd.config_for(data, filter_strategy="best_of_n")
+    config = cd.config_for(data, dataset_selection_strategy="round_robin")
     line = cd.run(config, "--steps", "generate")
-    assert line.startswith(f"error: {config}: filter_strategy: 'best_of_n' is a seed-000 value"), line
+    assert line.startswith(f"error: {config}: dataset_selection_strategy: 'round_robin' is a seed-000 value"), line
 
 
 def test_missing_model_path(cd, tmp_path):

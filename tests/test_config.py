@@ -191,7 +191,6 @@ def test_shipped_config_parses_validates_and_is_supported(path):
     ({"reward_config.type": "local"}, "reward_config.type", "local"),
     ({"reward_config.type": "api"}, "reward_config.type", "api"),
     ({"reward_config.rule_type": "code"}, "reward_config.rule_type", "code"),
-    ({"filter_strategy": "best_of_n"}, "filter_strategy", "best_of_n"),
     ({"dataset_selection_strategy": "round_robin"}, "dataset_selection_strategy", "round_robin"),
     ({"training_method": "qlora"}, "training_method", "qlora"),
 ])

@@ -181,7 +181,7 @@ def test_select_keeps_correct_distinct_finished_capped():
     kept, stats = select_examples(Config(max_per_prompt=2), JUDGED, RATIONALES)
     assert [r["id"] for r in kept] == ["p1#0", "p2#0", "p2#1", "p3#r0"]
     assert [r["source"] for r in kept] == ["sample", "sample", "sample", "rationalization"]
-    assert stats == {"candidates": 9, "truncated_dropped": 2, "duplicates_dropped": 1, "over_cap_dropped": 2,
+    assert stats == {"filter_strategy": "correct", "candidates": 9, "truncated_dropped": 2, "duplicates_dropped": 1, "over_cap_dropped": 2,
                      "train_examples": 4, "prompts_covered": 3, "from_samples": 3, "from_rationales": 1}
     # training records carry the un-hinted prompt and nothing of the judge's bookkeeping
     assert set(kept[0]) == {"id", "prompt_id", "prompt_text", "response", "difficulty", "metadata", "iteration",
@@ -356,3 +356,37 @@ def test_evaluate_missing_checkpoint(tmp_path, config_path):
         evaluate.main(common(config_path, run_dir, 3))
     assert f"model {run_dir / 'iter_03' / 'model'}:" in str(info.value)
     assert not run_dir.exists()
+
+
+# --- filter strategies (seed 000) ----------------------------------------------------------------
+
+def _judged(pid, idx, score, correct=None):
+    return {"id": f"{pid}#{idx}", "prompt_id": pid, "sample_idx": idx, "prompt_text": f"Q {pid}",
+            "response": f"reply {pid} {idx}", "finish_reason": "stop", "reward_score": score,
+            "is_correct": score >= 1.0 if correct is None else correct}
+
+
+FILTER_POOL = [_judged("a", 0, 0.2), _judged("a", 1, 0.9), _judged("a", 2, 0.9),
+               _judged("b", 0, 0.1), _judged("b", 1, 0.5), _judged("c", 0, 1.0), _judged("c", 1, 0.0)]
+
+
+@pytest.mark.parametrize("settings, expected", [
+    ({"filter_strategy": "correct"}, ["c#0"]),
+    ({"filter_strategy": "none"}, [r["id"] for r in FILTER_POOL]),
+    ({"filter_strategy": "threshold", "filter_threshold": 0.5}, ["a#1", "a#2", "b#1", "c#0"]),
+    # 30% of 7 samples rounds up to 3: the scores 1.0, 0.9, 0.9 (ties by id)
+    ({"filter_strategy": "top_k_percent", "filter_top_k_percent": 30.0}, ["a#1", "a#2", "c#0"]),
+    ({"filter_strategy": "top_k_percent", "filter_top_k_percent": 10.0}, ["c#0"]),
+    # one per prompt, the highest score; a tie goes to the smaller id
+    ({"filter_strategy": "best_of_n"}, ["a#1", "b#1", "c#0"]),
+])
+def test_filter_strategies_keep_exactly_these(settings, expected):
+    from selftrain.stages.select import filter_samples
+
+    assert [r["id"] for r in filter_samples(Config(**settings), FILTER_POOL)] == expected
+
+
+def test_max_per_prompt_applies_after_the_filter():
+    kept, stats = select_examples(Config(filter_strategy="none", max_per_prompt=1), FILTER_POOL, [])
+    assert sorted(r["id"] for r in kept) == ["a#1", "b#1", "c#0"]  # the best of each prompt
+    assert stats["over_cap_dropped"] == 4 and stats["filter_strategy"] == "none"

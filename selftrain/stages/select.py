@@ -1,12 +1,19 @@
-"""Selection into a training set (the STaR / Expert Iteration rule: correct only).
+"""Selection into a training set.
 
-Keeps verified-correct samples and kept rationales, drops replies cut off at
+`filter_strategy` picks the samples (seed 000):
+  correct        verified-correct only (the STaR / Expert Iteration rule)
+  threshold      reward_score >= filter_threshold
+  top_k_percent  the best filter_top_k_percent % of all samples by reward_score
+  best_of_n      the best sample of each prompt
+  none           everything (for ablations, e.g. seed 002's unfiltered run)
+Ties are broken by id, so selection is deterministic. Then it adds kept rationales, drops replies cut off at
 max_new_tokens (they never stopped), drops duplicate replies per prompt, keeps
-at most `max_per_prompt` per prompt. Every kept record has `prompt_text` (no
+at most `max_per_prompt` per prompt (the highest rewards). Every kept record has `prompt_text` (no
 hint) and `response`; train.py appends EOS to every target.
 """
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 
@@ -20,11 +27,41 @@ def _norm(text: str) -> str:
     return re.sub(r"\s+", " ", text.strip().lower())
 
 
+def _score(record: dict) -> float:
+    return float(record["reward_score"])
+
+
+def filter_samples(config: Config, judged: list[dict]) -> list[dict]:
+    """The judged samples `filter_strategy` keeps, in their original order."""
+    strategy = config.filter_strategy
+    if strategy == "correct":
+        return [r for r in judged if r.get("is_correct")]
+    if strategy == "none":
+        return list(judged)
+    if strategy == "threshold":
+        return [r for r in judged if _score(r) >= config.filter_threshold]
+    ranked = sorted(judged, key=lambda r: (-_score(r), r["id"]))
+    if strategy == "top_k_percent":
+        count = math.ceil(len(judged) * config.filter_top_k_percent / 100)
+        keep = {r["id"] for r in ranked[:count]}
+    elif strategy == "best_of_n":
+        keep, seen = set(), set()
+        for r in ranked:
+            if r["prompt_id"] not in seen:
+                seen.add(r["prompt_id"])
+                keep.add(r["id"])
+    else:
+        raise ValueError(f"unknown filter_strategy {strategy!r}")  # Config.validate refuses it earlier
+    return [r for r in judged if r["id"] in keep]
+
+
 def select_examples(config: Config, judged: list[dict], rationales: list[dict]) -> tuple[list[dict], dict]:
-    candidates = [dict(r, source="sample") for r in judged if r.get("is_correct")]
+    # within the per-prompt cap, higher rewards go first (ties by id)
+    ranked = sorted(filter_samples(config, judged), key=lambda r: (-_score(r), r["id"]))
+    candidates = [dict(r, source="sample") for r in ranked]
     candidates += [dict(r, source="rationalization") for r in rationales
                    if r.get("is_correct") and not r.get("leaked_hint")]
-    stats = {"candidates": len(candidates), "truncated_dropped": 0, "duplicates_dropped": 0, "over_cap_dropped": 0}
+    stats = {"filter_strategy": config.filter_strategy, "candidates": len(candidates), "truncated_dropped": 0, "duplicates_dropped": 0, "over_cap_dropped": 0}
     by_prompt: dict[str, list[dict]] = defaultdict(list)
     seen: dict[str, set[str]] = defaultdict(set)
     for r in candidates:
