@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from selftrain.errors import InputError
+from selftrain.records import DIFFICULTIES
 
-DIFFICULTIES = ("easy", "medium", "hard", "expert")
 REWARD_TYPES = ("local", "api", "script", "rule_based")
 RULE_TYPES = ("math", "code", "json", "regex")
 SELECTION_STRATEGIES = ("sequential", "difficulty_curriculum", "round_robin", "random_weighted")

@@ -144,9 +144,10 @@ class _Batch:
     def alive(self) -> int:
         return sum(row["alive"] for row in self.rows)
 
-    def rebuild(self, incoming_cache=None, incoming_mask=None, incoming_rows=()) -> None:
+    def rebuild(self, incoming_cache=None, incoming_mask=None, incoming_rows=()) -> list[int]:
         """Drop dead rows and leading all-padding columns, then append `incoming`
-        rows (a prefilled DynamicCache), right-aligning everything in new buffers."""
+        rows (a prefilled DynamicCache), right-aligning everything in new buffers.
+        Returns the old indices of the rows kept, in their new order."""
         keep = [i for i, row in enumerate(self.rows) if row["alive"]]
         parts = []  # (keys per layer, values per layer, mask), each right-aligned later
         if keep:
@@ -163,7 +164,7 @@ class _Batch:
         self.rows = [self.rows[i] for i in keep] + list(incoming_rows)
         if not parts:
             self.cache, self.mask = None, torch.zeros(0, 0, dtype=torch.long)
-            return
+            return keep
         width = max(p[2].shape[1] for p in parts)
         rows = sum(p[2].shape[0] for p in parts)
         template = parts[0][0]
@@ -183,6 +184,7 @@ class _Batch:
         if self.cache is None:
             self.cache = incoming_cache
         self.cache.layers = layers
+        return keep
 
 
 def _left_pad(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
@@ -251,18 +253,14 @@ class Engine:
             if waiting and (free >= refill_at or not batch.alive):
                 group, waiting = waiting[:free], waiting[free:]
                 cache, mask, rows, first = self._prefill(group, prefix_len, prefix_cache)
-                alive = [i for i, row in enumerate(batch.rows) if row["alive"]]
-                batch.rebuild(cache, mask, rows)
-                next_tokens = torch.cat([next_tokens[alive], first])
+                kept = batch.rebuild(cache, mask, rows)
+                next_tokens = torch.cat([next_tokens[kept], first])
             elif batch.rows and batch.alive <= (len(batch.rows) * 3) // 4:
-                alive = [i for i, row in enumerate(batch.rows) if row["alive"]]  # the tail: shrink the batch
-                batch.rebuild()
-                next_tokens = next_tokens[alive]
+                next_tokens = next_tokens[batch.rebuild()]  # the tail: shrink the batch
             # Record the sampled tokens; retire rows that stopped or hit the limit.
-            for i, row in enumerate(batch.rows):
+            for row, token in zip(batch.rows, next_tokens.tolist()):
                 if not row["alive"]:
                     continue
-                token = int(next_tokens[i])
                 if token in stop_set:
                     row["alive"] = False
                     yield Completion(row["key"], row["out"], "stop")

@@ -17,7 +17,8 @@ import random
 from collections import Counter
 from pathlib import Path
 
-DIFFICULTIES = ("easy", "medium", "hard", "expert")
+from selftrain.records import DIFFICULTIES  # the levels of the seed-000 record format
+
 # Exact number of distinct prompts per level where it is small enough to matter.
 CAPACITY = {"easy": 90 * 90}
 MAX_TRIES = 200_000  # draws per record before giving up on finding a fresh prompt
