@@ -41,13 +41,13 @@ def rationalize_file(config: Config, model_name: str, judged_path, output_path, 
     for sample in todo:
         record = {k: sample[k] for k in INPUT_FIELDS if k in sample}
         answer = sample["metadata"]["expected_answer"]
-        hinted = render_prompt(tokenizer, record, spec, hint=answer)
+        plain, hinted = render_prompt(tokenizer, record, spec), render_prompt(tokenizer, record, spec, hint=answer)
+        hinted_ids = encode_prompt(tokenizer, hinted, spec)
         for j in range(config.rationalization_samples):
             jobs.append({
                 "id": f"{sample['prompt_id']}#r{j}", "prompt_id": sample["prompt_id"], "sample_idx": j,
                 "iteration": iteration, "generator": model_name, "source": "rationalization", **record,
-                "prompt_text": render_prompt(tokenizer, record, spec), "hinted_prompt_text": hinted,
-                "hint": answer, "prompt_ids": encode_prompt(tokenizer, hinted, spec),
+                "prompt_text": plain, "hinted_prompt_text": hinted, "hint": answer, "prompt_ids": list(hinted_ids),
             })
     log(f"rationalize: {len(todo)} unsolved prompts x {config.rationalization_samples} hinted attempts")
     metrics = {"unsolved_prompts": len(todo), "attempts": len(jobs)}
