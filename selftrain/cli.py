@@ -27,7 +27,7 @@ def base_parser(doc: str) -> argparse.ArgumentParser:
 
 
 def resolve_config(args: argparse.Namespace, flag_map: dict[str, str]) -> Config:
-    """Defaults < --config file < --set < the stage's own flags."""
+    """Defaults < --config file < --set < the stage's own flags; validated and checked as runnable."""
     overrides = parse_set_overrides(args.set)
     for flag, key in flag_map.items():
         value = getattr(args, flag, None)
@@ -35,7 +35,9 @@ def resolve_config(args: argparse.Namespace, flag_map: dict[str, str]) -> Config
             overrides[key] = value
     if args.iteration < 0:
         raise InputError(f"--iteration {args.iteration}: must be >= 0")
-    return load_config(args.config, overrides)
+    config = load_config(args.config, overrides)
+    config.check_supported(args.config or "config")  # refuse what this version cannot run, before any work
+    return config
 
 
 def run(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> None:

@@ -158,7 +158,6 @@ def main(argv=None):
             raise InputError(f"--steps: unknown step {s!r} (expected some of {', '.join(STEPS)})")
     steps = [s for s in STEPS if s in steps]  # always in pipeline order
     config = resolve_config(args, FLAGS)
-    config.check_supported(args.config or "config")
     generator = _Generator(args.model_name or default_generator(config, args.run_dir, args.iteration), config)
     outputs = _outputs(args, steps)
     for step in steps:

@@ -72,7 +72,6 @@ def main(argv=None):
     p.add_argument("--output", help="judged JSONL (default by hand: beside --input, .judged.jsonl)")
     args = p.parse_args(argv)
     config = resolve_config(args, {})
-    config.check_supported(args.config or "config")
     source, out = step_io(args, "judge.py", "samples", "judged")
     if out.is_done():
         log(f"judge: {out.marker} exists; nothing to do")

@@ -89,7 +89,6 @@ def main(argv=None):
     p.add_argument("--batch_size", type=int)
     args = p.parse_args(argv)
     config = resolve_config(args, {"batch_size": "batch_size"})
-    config.check_supported(args.config or "config")
     source, out = step_io(args, "rationalize.py", "judged", "rationales")
     if out.is_done():
         log(f"rationalize: {out.marker} exists; nothing to do")

@@ -168,7 +168,6 @@ def train(config: Config, train_file, output_dir, init_model: str) -> dict:
 def main(argv=None):
     args = parser().parse_args(argv)
     config = resolve_config(args, FLAGS)
-    config.check_supported(args.config or "config")
     n = args.iteration
     if n < 1:
         raise InputError(f"--iteration {n}: training starts at iteration 1 (iteration 0 is the base model)")
