@@ -33,6 +33,11 @@ def iter_dir(run_dir: str | Path, iteration: int) -> Path:
     return Path(run_dir) / f"iter_{iteration:02d}"
 
 
+def model_dir(run_dir: str | Path | None, iteration: int) -> Path:
+    """Where iteration N's checkpoint lives: in a run folder, or the seed's by-hand default."""
+    return iter_dir(run_dir, iteration) / "model" if run_dir else Path(f"results/model_star_iter{iteration}")
+
+
 def timestamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 

@@ -22,7 +22,7 @@ from selftrain.cli import base_parser, resolve_config, run
 from selftrain.errors import InputError
 from selftrain.logging import log
 from selftrain.records import read_jsonl, write_jsonl_atomic
-from selftrain.runs import StageOutput, finished_output, iter_dir, stage_output
+from selftrain.runs import StageOutput, finished_output, model_dir, stage_output
 
 STEPS = ("generate", "judge", "rationalize", "select")
 FLAGS = {"k": "k", "batch_size": "batch_size", "max_samples": "max_samples",
@@ -50,9 +50,7 @@ def parser():
 def default_generator(config, run_dir: str | None, iteration: int) -> str:
     if iteration <= 1:
         return config.base_model_path
-    if run_dir:
-        return str(iter_dir(run_dir, iteration - 1) / "model")
-    return f"results/model_star_iter{iteration - 1}"
+    return str(model_dir(run_dir, iteration - 1))
 
 
 def _outputs(args, steps: list[str]) -> dict[str, StageOutput]:

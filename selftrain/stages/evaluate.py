@@ -19,7 +19,7 @@ from selftrain.logging import log
 from selftrain.models import resolve_model
 from selftrain.prompts import PromptSpec, encode_prompt, load_prompt_spec, render_prompt
 from selftrain.rewards import get_reward
-from selftrain.runs import iter_dir, stage_output, timestamp
+from selftrain.runs import model_dir, stage_output, timestamp
 
 FLAGS = {"batch_size": "eval_batch_size", "max_samples": "eval_max_samples", "k": "k"}
 
@@ -88,10 +88,8 @@ def main(argv=None):
         model_name = args.model
     elif n == 0:
         model_name = config.base_model_path
-    elif args.run_dir:
-        model_name = str(iter_dir(args.run_dir, n) / "model")
     else:
-        model_name = f"results/model_star_iter{n}"
+        model_name = str(model_dir(args.run_dir, n))
     resolve_model(model_name)  # missing checkpoint: one-line error before any work
     spec = _prompt_spec(args, config, model_name)
     records = load_eval_prompts(config, args.split)

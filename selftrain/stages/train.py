@@ -26,7 +26,7 @@ from selftrain.logging import log
 from selftrain.models import best_dtype, default_device, from_pretrained
 from selftrain.prompts import PromptSpec, encode_example
 from selftrain.records import iter_jsonl
-from selftrain.runs import StageOutput, finished_output, iter_dir, peak_rss_gib
+from selftrain.runs import StageOutput, finished_output, model_dir, peak_rss_gib
 
 FLAGS = {"epochs": "num_train_epochs", "batch_size": "train_batch_size", "lr": "learning_rate",
          "base_model": "base_model_path", "init": "init", "training_method": "training_method"}
@@ -177,8 +177,7 @@ def main(argv=None):
         train_file = finished_output(args.run_dir, n, "train")
     else:
         train_file = Path(f"data/star_iter{n}_train.jsonl")
-    output_dir = Path(args.output_dir) if args.output_dir else (
-        iter_dir(args.run_dir, n) / "model" if args.run_dir else Path(f"results/model_star_iter{n}"))
+    output_dir = Path(args.output_dir) if args.output_dir else model_dir(args.run_dir, n)
     marker = output_dir.parent / "model.done" if args.run_dir and not args.output_dir else None
     out = StageOutput(output_dir, marker)
     if out.is_done():
@@ -186,7 +185,7 @@ def main(argv=None):
         return
     init_model = config.base_model_path
     if config.init == "previous" and n > 1:
-        init_model = str(iter_dir(args.run_dir, n - 1) / "model") if args.run_dir else f"results/model_star_iter{n - 1}"
+        init_model = str(model_dir(args.run_dir, n - 1))
     metrics = train(config, train_file, output_dir, init_model)
     if marker is not None:
         out.finish(config, metrics, {"init_model": init_model, "train_file": str(train_file)})
