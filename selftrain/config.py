@@ -56,15 +56,35 @@ class DatasetConfig:
 
 @dataclass
 class RewardConfig:
+    """`reward_config` of seed 000, plus the knobs each reward type needs (README: "Rewards")."""
+
     type: str = "rule_based"
     rule_type: str = "math"
-    model_path: str = ""
+    # rule_based / code: sandboxed Python run once per test case
+    code_timeout: float = 5.0  # wall-clock seconds per test case
+    code_memory_mb: int = 512  # address-space limit per run
+    code_max_output_kb: int = 64  # stdout kept per run; more is an error (scored as failed)
+    code_workers: int = 2  # test cases run in parallel (processes)
+    # rule_based / json: optional JSON schema (a mapping here, or metadata.json_schema per record)
+    json_schema: dict = field(default_factory=dict)
+    # rule_based / regex: pattern (or metadata.regex_pattern per record); search anywhere or fullmatch
+    regex_pattern: str = ""
+    regex_mode: str = "search"  # search | fullmatch
+    # local: Hugging Face sequence-classification reward model
+    model_path: str = "OpenAssistant/reward-model-deberta-v3-large-v2"
+    reward_batch_size: int = 16
+    reward_max_length: int = 512  # tokens of prompt + response; longer inputs lose the prompt's start first
+    # api: POST {"items": [{prompt, response}]} -> {"scores": [...]}
     api_endpoint: str = ""
-    api_key: str = ""
+    api_key: str = ""  # or the environment variable named by api_key_env; never written anywhere
+    api_key_env: str = "SELFTRAIN_REWARD_API_KEY"
     api_timeout: float = 30.0
     api_batch_size: int = 10
+    api_max_retries: int = 5  # on timeouts, connection errors, 429 and 5xx, with exponential backoff
+    # script: the seed's custom-script contract (--input, --output, --function)
     script_path: str = ""
     script_function: str = "score"
+    script_timeout: float = 3600.0
 
 
 @dataclass
@@ -247,6 +267,10 @@ def _coerce(value: Any, kind: Any, where: str, key: str) -> Any:
             return str(value)
         if not isinstance(value, str):
             raise bad("a string")
+        return value
+    if kind is dict:
+        if not isinstance(value, dict):
+            raise bad("a mapping")
         return value
     raise TypeError(f"unhandled annotation {kind}")
 

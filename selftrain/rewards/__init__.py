@@ -1,20 +1,57 @@
-"""Rewards behind one interface: `score(records) -> list of dicts` with at least
-`reward_score` (float) and, for verifiable tasks, `is_correct` and `predicted`.
+"""Rewards behind one interface, one module per type (seed 000's `reward_config`).
 
-`reward_config.type` picks the implementation; only the types this version
-runs are registered, the rest are refused by `Config.check_supported` before
-any work starts. No reward ever falls back to a default or random score.
+A reward is built from the run's Config and scores a list of records:
+
+    reward = get_reward(config)
+    results = reward.score(records)   # one dict per record, same order
+
+Each record carries `id`, `prompt_id`, `prompt` or `messages`, `prompt_text` (the
+exact rendered prompt), `response`, `metadata` and maybe `difficulty`. Each
+result has at least:
+
+    reward_score  float
+    is_correct    bool for verifiable rewards (rule_based), None otherwise
+    answer_found  bool: the reply held something to score (a number, a program,
+                  JSON); False is reported apart from "wrong"
+
+plus type-specific fields (`predicted`, `tests_passed`, `reward_error`, ...).
+`reward.verifiable` says whether `is_correct` is meaningful (the `correct`
+filter and rationalization need it). No reward ever falls back to a default
+or random score: a failure is an exception (InputError for bad input or an
+unreachable service), never a made-up number.
 """
 from __future__ import annotations
+
+import importlib
 
 from selftrain.config import Config
 from selftrain.errors import InputError
 
+# (type, rule_type or None) -> "module:Class"
+REGISTRY = {
+    ("rule_based", "math"): "selftrain.rewards.math:MathReward",
+    ("rule_based", "code"): "selftrain.rewards.code:CodeReward",
+    ("rule_based", "json"): "selftrain.rewards.json_format:JsonReward",
+    ("rule_based", "regex"): "selftrain.rewards.regex:RegexReward",
+    ("local", None): "selftrain.rewards.local:LocalReward",
+    ("api", None): "selftrain.rewards.api:ApiReward",
+    ("script", None): "selftrain.rewards.script:ScriptReward",
+}
+
+
+def reward_class(config: Config):
+    rc = config.reward_config
+    key = (rc.type, rc.rule_type if rc.type == "rule_based" else None)
+    if key not in REGISTRY:
+        raise InputError(f"reward_config: type {rc.type!r} / rule_type {rc.rule_type!r} is not a known reward")
+    module, name = REGISTRY[key].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def is_verifiable(config: Config) -> bool:
+    """Whether the configured reward decides correctness (without building it)."""
+    return reward_class(config).verifiable
+
 
 def get_reward(config: Config):
-    rc = config.reward_config
-    if rc.type == "rule_based" and rc.rule_type == "math":
-        from selftrain.rewards.math import MathReward
-
-        return MathReward()
-    raise InputError(f"reward_config: type {rc.type!r} / rule_type {rc.rule_type!r} is not available in this version")
+    return reward_class(config)(config)

@@ -10,6 +10,10 @@ from selftrain.errors import InputError
 
 class MathReward:
     name = "rule_based/math"
+    verifiable = True
+
+    def __init__(self, config=None):
+        self.config = config
 
     def score(self, records: list[dict]) -> list[dict]:
         results = []
