@@ -36,7 +36,7 @@ def resolve_config(args: argparse.Namespace, flag_map: dict[str, str]) -> Config
     if args.iteration < 0:
         raise InputError(f"--iteration {args.iteration}: must be >= 0")
     config = load_config(args.config, overrides)
-    config.check_supported(args.config or "config")  # refuse what this version cannot run, before any work
+    config.check_runnable(args.config or "config")  # refuse what cannot run here, before any work
     return config
 
 

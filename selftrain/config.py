@@ -22,15 +22,8 @@ SELECTION_STRATEGIES = ("sequential", "difficulty_curriculum", "round_robin", "r
 FILTER_STRATEGIES = ("correct", "top_k_percent", "threshold", "best_of_n", "none")
 TRAINING_METHODS = ("lora", "full", "qlora")
 
-# What this version runs; the other seed-000 values are accepted by the parser
-# and refused before any work starts (see `check_supported`).
-SUPPORTED = {
-    "reward_config.type": ("rule_based",),
-    "reward_config.rule_type": ("math",),
-    "dataset_selection_strategy": ("sequential",),
-    "filter_strategy": FILTER_STRATEGIES,
-    "training_method": ("lora", "full"),
-}
+BALANCE_KEYS = ("", "answer", "category", "difficulty", "dataset")
+BALANCE_METHODS = ("downsample", "upsample")
 
 
 @dataclass
@@ -111,6 +104,7 @@ class Config:
     test_file: str = ""  # evaluation data when `datasets` is used; empty: the task's test split
     max_samples: int = 0  # cap on training prompts per round; 0 = all
     eval_max_samples: int = 0  # cap on evaluation prompts; 0 = all
+    eval_holdout: float = 0.1  # with `datasets` and no test_file: this share of each dataset is held out for eval
     seed: int = 0
     # --- prompt (one builder for every stage) ---
     k: int = 0  # few-shot examples
@@ -133,6 +127,9 @@ class Config:
     rationalize: bool = True
     rationalization_samples: int = 1  # hinted attempts per unsolved prompt
     max_per_prompt: int = 4  # kept training examples per prompt
+    # --- selection: balance the kept set across classes (seed 003: filtering skewed yes/no 28/72) ---
+    balance_by: str = ""  # "" (off) | answer (metadata.expected_answer) | category | difficulty | dataset
+    balance_method: str = "downsample"  # downsample: every class to the smallest; upsample: repeat to the largest
     init: str = "base"  # base: train M_i from M_0 (STaR); previous: from M_{i-1}
     # --- training ---
     train_batch_size: int = 8
@@ -162,6 +159,12 @@ class Config:
         one_of("filter_strategy", self.filter_strategy, FILTER_STRATEGIES)
         one_of("training_method", self.training_method, TRAINING_METHODS)
         one_of("init", self.init, ("base", "previous"))
+        one_of("balance_by", self.balance_by, BALANCE_KEYS)
+        one_of("balance_method", self.balance_method, BALANCE_METHODS)
+        one_of("reward_config.regex_mode", self.reward_config.regex_mode, ("search", "fullmatch"))
+        if self.enable_difficulty_curriculum and self.dataset_selection_strategy != "difficulty_curriculum":
+            raise bad("enable_difficulty_curriculum", "true needs dataset_selection_strategy: difficulty_curriculum "
+                      f"(it is {self.dataset_selection_strategy!r})")
         one_of("generation_engine", self.generation_engine, ("selftrain", "hf"))
         one_of("dtype", self.dtype, ("auto", "bf16", "fp32", "fp16"))
         for i, level in enumerate(self.difficulty_progression):
@@ -200,25 +203,33 @@ class Config:
             raise bad("warmup_ratio", f"{self.warmup_ratio} must be in [0, 1)")
         if not 0 < self.filter_top_k_percent <= 100:
             raise bad("filter_top_k_percent", f"{self.filter_top_k_percent} must be in (0, 100]")
+        if not 0 <= self.eval_holdout < 1:
+            raise bad("eval_holdout", f"{self.eval_holdout} must be in [0, 1)")
+        rc = self.reward_config
+        for key in ("code_timeout", "code_memory_mb", "code_max_output_kb", "code_workers", "reward_batch_size",
+                    "reward_max_length", "api_timeout", "api_batch_size", "script_timeout"):
+            if getattr(rc, key) <= 0:
+                raise bad(f"reward_config.{key}", f"{getattr(rc, key)} must be > 0")
+        if rc.api_max_retries < 0:
+            raise bad("reward_config.api_max_retries", f"{rc.api_max_retries} must be >= 0")
         if not 0 <= self.lora_dropout < 1:
             raise bad("lora_dropout", f"{self.lora_dropout} must be in [0, 1)")
         return self
 
-    def check_supported(self, where: str = "config") -> None:
-        """Refuse, before any work, the seed-000 values this version does not run yet."""
-        values = {
-            "reward_config.type": self.reward_config.type,
-            "reward_config.rule_type": self.reward_config.rule_type,
-            "dataset_selection_strategy": self.dataset_selection_strategy,
-            "filter_strategy": self.filter_strategy,
-            "training_method": self.training_method,
-        }
-        for key, allowed in SUPPORTED.items():
-            if values[key] not in allowed:
-                raise InputError(
-                    f"{where}: {key}: {values[key]!r} is a seed-000 value this version does not run yet "
-                    f"(available: {', '.join(allowed)})"
-                )
+    def check_runnable(self, where: str = "config") -> None:
+        """Refuse, before any work starts, combinations that cannot run here."""
+        from selftrain.rewards import is_verifiable
+
+        if self.filter_strategy == "correct" and not is_verifiable(self):
+            raise InputError(
+                f"{where}: filter_strategy: 'correct' keeps verified-correct samples, but reward type "
+                f"{self.reward_config.type!r} gives scores, not correctness; use top_k_percent, threshold or best_of_n")
+        if self.balance_by == "answer" and not is_verifiable(self):
+            raise InputError(f"{where}: balance_by: 'answer' needs rule-based rewards with expected answers")
+        if self.training_method == "qlora":
+            from selftrain.models import check_4bit
+
+            check_4bit(where)
 
     def to_dict(self, redact: bool = True) -> dict:
         data = dataclasses.asdict(self)

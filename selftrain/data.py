@@ -1,15 +1,51 @@
-"""Where prompts come from: the embedded arithmetic task or the config's `datasets`.
+"""Where prompts come from, and which of them each round takes.
 
-Everything is read and validated up front, so a bad line stops a stage before
-it writes anything.
+Sources: the config's `datasets` (seed 000: `path`, `name`, `difficulty`,
+`weight`), or the embedded arithmetic task when `datasets` is empty. Every
+file is read and validated up front, so a bad line stops a stage before it
+writes anything. Each prompt record gets `dataset` (the source's name) and,
+when its source sets one, a default `difficulty`.
+
+`dataset_selection_strategy` picks the prompts of round r (r = iteration, 1-based):
+
+  sequential             all sources in order; with samples_per_round, round r
+                         takes the r-th window of that many prompts (wrapping)
+  difficulty_curriculum  round r takes the prompts of level difficulty_progression[r-1]
+                         (the last level once the list runs out; by default the levels
+                         present, easy first, spread evenly over num_rounds); with
+                         samples_per_round, the k-th round on a level takes that level's
+                         k-th window
+  round_robin            round r takes source (r-1) mod #sources; with
+                         samples_per_round, the k-th visit takes its k-th window
+  random_weighted        samples_per_round draws (default: as many as there are
+                         prompts): each draw picks a source with probability
+                         weight / sum(weights) and takes that source's next prompt
+                         from a seeded shuffle (no repeats until it is used up)
+
+All of it depends only on the config (and its `seed`), so every stage, every
+rerun and every machine sees the same prompts. `max_samples` then caps the round.
+
+Evaluation data: the task's test split, `test_file`, or, when `datasets` is set
+without `test_file`, `eval_holdout` of each source, drawn with the seed and
+never used for training.
 """
 from __future__ import annotations
 
+import random
+from dataclasses import dataclass
 from pathlib import Path
 
 from selftrain.config import Config
 from selftrain.errors import InputError
-from selftrain.records import read_prompt_records, validate_prompt_record
+from selftrain.logging import log
+from selftrain.records import DIFFICULTIES, read_prompt_records, validate_prompt_record
+
+
+@dataclass
+class Source:
+    name: str
+    weight: float
+    records: list[dict]
 
 
 def _task_split(config: Config, split: str) -> list[dict]:
@@ -21,7 +57,8 @@ def _task_split(config: Config, split: str) -> list[dict]:
     except ValueError as exc:
         raise InputError(f"task: {exc}") from None
     rows = train if split == "train" else test
-    return [validate_prompt_record(r, f"task:{t.name}:{split}", i) for i, r in enumerate(rows, 1)]
+    return [dict(validate_prompt_record(r, f"task:{t.name}:{split}", i), dataset=t.name)
+            for i, r in enumerate(rows, 1)]
 
 
 def _read_dataset(path: str, split: str, fmt: str, need_answer: bool) -> list[dict]:
@@ -37,22 +74,126 @@ def _read_dataset(path: str, split: str, fmt: str, need_answer: bool) -> list[di
     raise InputError(f"{path}: dataset file not found")
 
 
-def load_train_prompts(config: Config, iteration: int, need_answer: bool = True) -> list[dict]:
-    """The prompts of one iteration (round) under the `sequential` strategy."""
-    if config.datasets:
-        records = []
-        for ds in config.datasets:
-            rows = _read_dataset(ds.path, ds.split, ds.format, need_answer)
-            if ds.difficulty:
-                rows = [dict(r, difficulty=r.get("difficulty", ds.difficulty)) for r in rows]
-            records += rows
+def needs_expected_answer(config: Config) -> bool:
+    rc = config.reward_config
+    return rc.type == "rule_based" and rc.rule_type == "math"
+
+
+def _sources(config: Config) -> list[Source]:
+    """Every source's prompts, validated, with `dataset` and default `difficulty` set."""
+    if not config.datasets:
+        return [Source(config.task.name, 1.0, _task_split(config, "train"))]
+    need_answer = needs_expected_answer(config)
+    sources, owner = [], {}
+    for i, ds in enumerate(config.datasets):
+        name = ds.name or Path(ds.path).stem
+        rows = []
+        for r in _read_dataset(ds.path, ds.split, ds.format, need_answer):
+            if r["id"] in owner:
+                raise InputError(f"{ds.path}: id {r['id']!r} is also in {owner[r['id']]}; "
+                                 f"ids must be unique across datasets (give records an 'id')")
+            owner[r["id"]] = ds.path
+            row = dict(r, dataset=name)
+            if ds.difficulty and "difficulty" not in r:
+                row["difficulty"] = ds.difficulty
+            rows.append(row)
+        sources.append(Source(name, ds.weight, rows))
+    return sources
+
+
+def _holdout_ids(config: Config, sources: list[Source]) -> set[str]:
+    """The prompts kept out of training for evaluation (datasets without test_file)."""
+    if not config.datasets or config.test_file or not config.eval_holdout:
+        return set()
+    held = set()
+    for source in sources:
+        n = len(source.records)
+        count = min(n - 1, max(1, round(n * config.eval_holdout))) if n > 1 else 0
+        rng = random.Random(f"{config.seed}:holdout:{source.name}")
+        held.update(r["id"] for r in rng.sample(source.records, count))
+    return held
+
+
+def _window(records: list[dict], size: int, visit: int) -> list[dict]:
+    """The `visit`-th (0-based) window of `size` records, wrapping around; everything when size is 0."""
+    if not size or not records:
+        return list(records)
+    start = (visit * size) % len(records)
+    return (records[start:] + records[:start])[:size] if size < len(records) else list(records)
+
+
+def curriculum_level(config: Config, iteration: int, present: list[str]) -> str:
+    progression = config.difficulty_progression
+    if progression:
+        return progression[min(iteration, len(progression)) - 1]
+    levels = [d for d in DIFFICULTIES if d in present]
+    if not levels:
+        raise InputError("difficulty_curriculum: no prompt has a difficulty (set it per record or per dataset)")
+    return levels[min(len(levels) - 1, (iteration - 1) * len(levels) // max(config.num_rounds, 1))]
+
+
+def _difficulty_curriculum(config: Config, pool: list[dict], iteration: int) -> list[dict]:
+    unlabeled = [r["id"] for r in pool if "difficulty" not in r]
+    if unlabeled:
+        raise InputError(f"difficulty_curriculum: {len(unlabeled)} prompts have no difficulty (first: "
+                         f"{unlabeled[0]!r}); set it per record or with datasets[].difficulty")
+    present = sorted({r["difficulty"] for r in pool})
+    level = curriculum_level(config, iteration, present)
+    rows = [r for r in pool if r["difficulty"] == level]
+    if not rows:
+        raise InputError(f"difficulty_curriculum: round {iteration} takes level {level!r}, "
+                         f"but no prompt has it (levels present: {', '.join(present)})")
+    visit = sum(curriculum_level(config, r, present) == level for r in range(1, iteration))
+    return _window(rows, config.samples_per_round, visit)
+
+
+def _random_weighted(config: Config, sources: list[Source], iteration: int) -> list[dict]:
+    per_round = config.samples_per_round or sum(len(s.records) for s in sources)
+    live = [s for s in sources if s.records]
+    weights = [s.weight for s in live]
+    cursors = [0] * len(live)
+    orders: list[list[dict]] = [[] for _ in live]
+
+    def take(i: int) -> dict:
+        """Source i's next prompt: its records in a seeded shuffle, reshuffled each pass."""
+        if cursors[i] == len(orders[i]):
+            epoch = len(orders[i]) // len(live[i].records)
+            shuffled = list(live[i].records)
+            random.Random(f"{config.seed}:random_weighted:{live[i].name}:{epoch}").shuffle(shuffled)
+            orders[i] += shuffled
+        cursors[i] += 1
+        return orders[i][cursors[i] - 1]
+
+    chosen = []
+    for r in range(1, iteration + 1):  # replay earlier rounds so each source continues where it stopped
+        rng = random.Random(f"{config.seed}:random_weighted:round:{r}")
+        picks = rng.choices(range(len(live)), weights=weights, k=per_round)
+        chosen = [take(i) for i in picks]
+    return chosen
+
+
+def load_train_prompts(config: Config, iteration: int) -> list[dict]:
+    """The prompts of round `iteration` under `dataset_selection_strategy`."""
+    sources = _sources(config)
+    held = _holdout_ids(config, sources)
+    if held:
+        sources = [Source(s.name, s.weight, [r for r in s.records if r["id"] not in held]) for s in sources]
+    pool = [r for s in sources for r in s.records]
+    if not pool:
+        raise InputError("datasets: no training prompts left")
+    strategy, round_ = config.dataset_selection_strategy, max(iteration, 1)
+    if strategy == "sequential":
+        records = _window(pool, config.samples_per_round, round_ - 1)
+    elif strategy == "difficulty_curriculum":
+        records = _difficulty_curriculum(config, pool, round_)
+    elif strategy == "round_robin":
+        index = (round_ - 1) % len(sources)
+        visit = (round_ - 1) // len(sources)
+        records = _window(sources[index].records, config.samples_per_round, visit)
+    elif strategy == "random_weighted":
+        records = _random_weighted(config, sources, round_)
     else:
-        records = _task_split(config, "train")
-    if config.samples_per_round:
-        # sequential: round r takes the r-th window of samples_per_round prompts, wrapping around
-        start = ((iteration - 1) * config.samples_per_round) % len(records)
-        window = records[start:] + records[:start]
-        records = window[: config.samples_per_round]
+        raise ValueError(f"unknown dataset_selection_strategy {strategy!r}")  # Config.validate refuses it
     if config.max_samples:
         records = records[: config.max_samples]
     return records
@@ -61,15 +202,34 @@ def load_train_prompts(config: Config, iteration: int, need_answer: bool = True)
 def load_eval_prompts(config: Config, split: str) -> list[dict]:
     if split not in ("train", "test"):
         raise InputError(f"--split {split!r}: expected 'train' or 'test'")
-    if config.datasets:
-        if split == "train":
-            records = load_train_prompts(config, 1)
-        elif config.test_file:
-            records = _read_dataset(config.test_file, "test", "auto", need_answer=True)
-        else:
-            raise InputError("config: test_file: needed for evaluation when `datasets` is set")
-    else:
+    if not config.datasets:
         records = _task_split(config, split)
+    elif split == "train":
+        records = load_train_prompts(config, 1)
+    elif config.test_file:
+        records = [dict(r, dataset=Path(config.test_file).stem) for r in
+                   _read_dataset(config.test_file, "test", "auto", needs_expected_answer(config))]
+    elif config.eval_holdout:
+        sources = _sources(config)
+        held = _holdout_ids(config, sources)
+        records = [r for s in sources for r in s.records if r["id"] in held]
+        log(f"evaluation: {len(records)} prompts held out of the datasets (eval_holdout={config.eval_holdout}; "
+            f"set test_file to use a separate file)")
+    else:
+        raise InputError("config: test_file: needed for evaluation when `datasets` is set and eval_holdout is 0")
     if config.eval_max_samples:
         records = records[: config.eval_max_samples]
     return records
+
+
+def describe_round(config: Config, records: list[dict]) -> dict:
+    """What a round took, for the stage metrics: counts per dataset and difficulty."""
+    def count(key):
+        out: dict[str, int] = {}
+        for r in records:
+            out[r.get(key, "none")] = out.get(r.get(key, "none"), 0) + 1
+        return dict(sorted(out.items()))
+
+    return {"strategy": config.dataset_selection_strategy, "prompts": len(records),
+            "per_dataset": count("dataset"), "per_difficulty": count("difficulty")}
+

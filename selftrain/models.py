@@ -163,3 +163,38 @@ def load_model(name_or_path: str, dtype: str = "auto", device: str | None = None
     model = from_pretrained(AutoModelForCausalLM, name_or_path, dtype=torch_dtype)
     model.to(dev).eval()
     return model
+
+
+def check_4bit(where: str = "config") -> None:
+    """Stop before any work unless bitsandbytes 4-bit (QLoRA) runs on this machine's device.
+
+    Probes a real NF4 quantize/dequantize round trip: bitsandbytes runs 4-bit on
+    CUDA and, since 0.45, on CPU; elsewhere (no package, an unsupported device)
+    the message says what is missing.
+    """
+    prefix = f"{where}: training_method: qlora"
+    try:
+        import bitsandbytes.functional as bnbf
+    except Exception as exc:  # ImportError, or a broken native library
+        raise InputError(f"{prefix} needs bitsandbytes 4-bit ({type(exc).__name__}: {exc}); "
+                         f"install bitsandbytes or use training_method: lora") from None
+    device = default_device()
+    try:
+        weight = torch.randn(64, 64, device=device, dtype=torch.bfloat16)
+        packed, state = bnbf.quantize_4bit(weight, quant_type="nf4")
+        error = (bnbf.dequantize_4bit(packed, state).float() - weight.float()).abs().mean().item()
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{prefix}: bitsandbytes 4-bit cannot run on {device.type} here ({first}); "
+                         f"use training_method: lora") from None
+    if not error < 0.5:  # NF4 round trip of N(0, 1) weights is ~0.05 off on average
+        raise InputError(f"{prefix}: bitsandbytes 4-bit gives wrong results on {device.type} here "
+                         f"(round-trip error {error:.3f}); use training_method: lora")
+
+
+def quantization_config_4bit(compute_dtype: torch.dtype):
+    """QLoRA's 4-bit base: NF4 with double quantization (Dettmers et al., 2023)."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype)

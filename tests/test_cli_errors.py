@@ -160,11 +160,11 @@ def test_yaml_config_syntax_error(cd, tmp_path):
     assert "line" in line  # the parser's own position
 
 
-def test_unsupported_seed000_value(cd, tmp_path):
+def test_combination_that_cannot_run_stops_before_any_work(cd, tmp_path):
     data = write_lines(tmp_path / "ok.jsonl", [json.dumps(GOOD)])
-    config = cd.config_for(data, dataset_selection_strategy="round_robin")
+    config = cd.config_for(data, reward_config={"type": "local"}, filter_strategy="correct")
     line = cd.run(config, "--steps", "generate")
-    assert line.startswith(f"error: {config}: dataset_selection_strategy: 'round_robin' is a seed-000 value"), line
+    assert line.startswith(f"error: {config}: filter_strategy: 'correct' keeps verified-correct samples"), line
 
 
 def test_missing_model_path(cd, tmp_path):

@@ -32,7 +32,7 @@ def test_defaults_validate():
     assert config.validate() is config
     assert config.base_model_path == "smollm2-135m"
     assert config.task.difficulties == ["easy"]
-    config.check_supported()
+    config.check_runnable()
 
 
 def test_yaml_file_loads(tmp_path):
@@ -182,25 +182,54 @@ def test_there_are_shipped_configs():
 def test_shipped_config_parses_validates_and_is_supported(path):
     config = load_config(path)
     assert config.validate(str(path)) is config
-    config.check_supported(str(path))
+    config.check_runnable(str(path))
 
 
-# --- check_supported and to_dict --------------------------------------------------------------
+# --- check_runnable and to_dict ---------------------------------------------------------------
 
-@pytest.mark.parametrize("overrides, key, value", [
-    ({"reward_config.type": "local"}, "reward_config.type", "local"),
-    ({"reward_config.type": "api"}, "reward_config.type", "api"),
-    ({"reward_config.rule_type": "code"}, "reward_config.rule_type", "code"),
-    ({"dataset_selection_strategy": "round_robin"}, "dataset_selection_strategy", "round_robin"),
-    ({"training_method": "qlora"}, "training_method", "qlora"),
+@pytest.mark.parametrize("overrides, expected", [
+    ({"reward_config.type": "local", "filter_strategy": "correct"},
+     "run.yaml: filter_strategy: 'correct' keeps verified-correct samples, but reward type 'local'"),
+    ({"reward_config.type": "api", "filter_strategy": "correct"}, "reward type 'api' gives scores"),
+    ({"reward_config.type": "script", "filter_strategy": "threshold", "balance_by": "answer"},
+     "run.yaml: balance_by: 'answer' needs rule-based rewards"),
 ])
-def test_check_supported_refuses_unimplemented_values(overrides, key, value):
-    config = load_config(None, overrides)  # valid seed-000 values: the parser accepts them
-    with pytest.raises(InputError) as info:
-        config.check_supported("run.yaml")
-    message = str(info.value)
-    assert message.startswith(f"run.yaml: {key}: '{value}' is a seed-000 value this version does not run yet")
-    assert "(available: " in message
+def test_check_runnable_refuses_combinations_that_cannot_work(overrides, expected):
+    config = load_config(None, overrides)  # each value is valid on its own
+    with pytest.raises(InputError, match=expected.replace("(", r"\(")):
+        config.check_runnable("run.yaml")
+
+
+@pytest.mark.parametrize("overrides", [
+    {"reward_config.type": "local", "filter_strategy": "top_k_percent"},
+    {"reward_config.rule_type": "code"}, {"reward_config.rule_type": "json"},
+    {"reward_config.rule_type": "regex", "balance_by": "category"},
+    {"dataset_selection_strategy": "round_robin"}, {"dataset_selection_strategy": "random_weighted"},
+])
+def test_check_runnable_accepts_every_seed000_value(overrides):
+    load_config(None, overrides).check_runnable()
+
+
+def test_qlora_without_4bit_support_stops_with_a_clear_message(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_bitsandbytes(name, *args, **kwargs):
+        if name.startswith("bitsandbytes"):
+            raise ImportError("No module named 'bitsandbytes'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_bitsandbytes)
+    config = load_config(None, {"training_method": "qlora"})
+    with pytest.raises(InputError, match="run.yaml: training_method: qlora needs bitsandbytes 4-bit"):
+        config.check_runnable("run.yaml")
+
+
+def test_enable_difficulty_curriculum_needs_the_curriculum_strategy():
+    with pytest.raises(InputError, match="enable_difficulty_curriculum: true needs dataset_selection_strategy"):
+        load_config(None, {"enable_difficulty_curriculum": True, "dataset_selection_strategy": "round_robin"})
+    load_config(None, {"enable_difficulty_curriculum": True, "dataset_selection_strategy": "difficulty_curriculum"})
 
 
 def test_to_dict_redacts_api_key(tmp_path):

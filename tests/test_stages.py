@@ -182,10 +182,11 @@ def test_select_keeps_correct_distinct_finished_capped():
     assert [r["id"] for r in kept] == ["p1#0", "p2#0", "p2#1", "p3#r0"]
     assert [r["source"] for r in kept] == ["sample", "sample", "sample", "rationalization"]
     assert stats == {"filter_strategy": "correct", "candidates": 9, "truncated_dropped": 2, "duplicates_dropped": 1, "over_cap_dropped": 2,
-                     "train_examples": 4, "prompts_covered": 3, "from_samples": 3, "from_rationales": 1}
+                     "train_examples": 4, "prompts_covered": 3, "from_samples": 3, "from_rationales": 1,
+                     "upsampled": 0, "kept_percent": 25.0, "kept_per_difficulty": {"easy": 4}}
     # training records carry the un-hinted prompt and nothing of the judge's bookkeeping
     assert set(kept[0]) == {"id", "prompt_id", "prompt_text", "response", "difficulty", "metadata", "iteration",
-                            "source"}
+                            "source", "reward_score"}
     assert kept[3]["prompt_text"] == "<prompt p3>"
     assert "hint" not in kept[3] and "hinted_prompt_text" not in kept[3]
 

@@ -97,7 +97,7 @@ class _Generator:
 
 
 def _step_generate(args, config, outputs, generator: _Generator) -> None:
-    from selftrain.data import load_train_prompts
+    from selftrain.data import describe_round, load_train_prompts
     from selftrain.models import resolve_model
     from selftrain.stages.generate import generate_samples
 
@@ -106,7 +106,7 @@ def _step_generate(args, config, outputs, generator: _Generator) -> None:
     model, tokenizer = generator.get()
     out = outputs["generate"]
     metrics = generate_samples(config, generator.name, prompts, out.path, args.iteration, model, tokenizer)
-    out.finish(config, metrics, {"model": generator.name})
+    out.finish(config, {**metrics, "round": describe_round(config, prompts)}, {"model": generator.name})
 
 
 def _step_judge(args, config, outputs, generator: _Generator) -> None:
@@ -117,10 +117,10 @@ def _step_judge(args, config, outputs, generator: _Generator) -> None:
 
 
 def _step_rationalize(args, config, outputs, generator: _Generator) -> None:
-    from selftrain.stages.rationalize import rationalize_file, unsolved_prompts
+    from selftrain.stages.rationalize import rationalization_todo, rationalize_file
 
     judged_path = _input_of("rationalize", outputs, args)
-    needed = config.rationalize and unsolved_prompts(read_jsonl(judged_path))
+    needed = rationalization_todo(config, read_jsonl(judged_path))[0]
     model, tokenizer = generator.get() if needed else (None, None)
     out = outputs["rationalize"]
     metrics = rationalize_file(config, generator.name, judged_path, out.path, args.iteration, model, tokenizer)

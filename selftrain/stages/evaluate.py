@@ -1,4 +1,4 @@
-"""evaluate.py: greedy accuracy on held-out problems, overall and per difficulty.
+"""evaluate.py: greedy accuracy (or mean reward) on held-out prompts, overall and per difficulty.
 
 Iteration 0 evaluates the base model, so every run reports its own baseline.
 The prompt format comes from (in order of precedence) the command line, the
@@ -9,13 +9,13 @@ config file, the one the checkpoint was trained with, then the defaults.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from pathlib import Path
 
 from selftrain.cli import base_parser, resolve_config, run
 from selftrain.config import load_config_file
 from selftrain.data import load_eval_prompts
 from selftrain.logging import log
+from selftrain.metrics import grouped, response_signals, reward_stats
 from selftrain.models import resolve_model
 from selftrain.prompts import PromptSpec, encode_prompt, load_prompt_spec, render_prompt
 from selftrain.rewards import get_reward
@@ -49,33 +49,38 @@ def evaluate(config, model_name: str, records: list[dict], spec: PromptSpec) -> 
     outputs = []
     for r in records:
         c = completions[r["id"]]
-        outputs.append({"id": r["id"], "difficulty": r.get("difficulty", "none"),
+        outputs.append({"id": r["id"], "difficulty": r.get("difficulty", "none"), "dataset": r.get("dataset"),
+                        "prompt": r.get("prompt"), "messages": r.get("messages"), "prompt_text": prompts[r["id"]],
                         "expected": r["metadata"].get("expected_answer"),
                         "response": tokenizer.decode(c.token_ids, skip_special_tokens=True),
                         "finish_reason": c.finish_reason, "num_tokens": len(c.token_ids),
                         "metadata": r["metadata"]})
     for out, result in zip(outputs, get_reward(config).score(outputs)):
         out.update(result)
-        del out["metadata"]
-    return summarize(outputs, engine.stats), outputs
+    summary = summarize(outputs, engine.stats)
+    for out in outputs:  # keep the results file readable: the category stays, the rest of metadata goes
+        out["category"] = out.pop("metadata").get("category")
+        for key in ("prompt", "messages", "prompt_text"):
+            out.pop(key)
+    return summary, outputs
 
 
 def summarize(outputs: list[dict], stats: dict) -> dict:
-    groups = defaultdict(list)
-    for o in outputs:
-        groups[o["difficulty"]].append(o)
+    """Accuracy (verifiable rewards) or mean reward, overall and per group, plus the hacking signals."""
+    def per_group(rows: list[dict]) -> dict:
+        result = reward_stats(rows)
+        if "correct_rate" in result:
+            result["accuracy"] = result.pop("correct_rate")
+        return result
 
-    def acc(rows):
-        return round(sum(bool(o["is_correct"]) for o in rows) / max(len(rows), 1), 4)
-
-    n = len(outputs)
+    overall = per_group(outputs)
     return {
-        "n": n, "correct": sum(bool(o["is_correct"]) for o in outputs), "accuracy": acc(outputs),
-        "no_answer_rate": round(sum(not o["answer_found"] for o in outputs) / max(n, 1), 4),
-        "truncated_rate": round(sum(o["finish_reason"] == "length" for o in outputs) / max(n, 1), 4),
-        "answer_line_rate": round(sum("answer:" in o["response"].lower() for o in outputs) / max(n, 1), 4),
-        "mean_response_tokens": round(sum(o["num_tokens"] for o in outputs) / max(n, 1), 1),
-        "per_difficulty": {d: {"n": len(rows), "accuracy": acc(rows)} for d, rows in sorted(groups.items())},
+        "n": len(outputs), "correct": sum(bool(o.get("is_correct")) for o in outputs) if "accuracy" in overall else None,
+        "accuracy": overall.get("accuracy"), "mean_reward": overall["mean_reward"],
+        "median_reward": overall["median_reward"],
+        "answer_line_rate": round(sum("answer:" in o["response"].lower() for o in outputs) / max(len(outputs), 1), 4),
+        **response_signals(outputs),
+        **grouped(outputs, per_group),
         "tokens_per_s": round(stats["generated_tokens"] / stats["seconds"], 1) if stats["seconds"] else None,
     }
 

@@ -16,7 +16,7 @@ from selftrain.models import load_model, load_tokenizer
 from selftrain.prompts import PromptSpec, encode_prompt, render_prompt
 from selftrain.records import JsonlAppender
 
-INPUT_FIELDS = ("prompt", "messages", "difficulty", "metadata")
+INPUT_FIELDS = ("prompt", "messages", "difficulty", "dataset", "metadata")
 
 
 def sampling_params(config: Config, greedy: bool = False) -> SamplingParams:

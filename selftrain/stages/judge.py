@@ -1,6 +1,7 @@
 """Score every sample with the configured reward.
 
-Adds `predicted`, `is_correct`, `reward_score`, `answer_found` to each record.
+Adds the reward's fields (`reward_score`, `is_correct`, `answer_found`, and
+type-specific ones such as `predicted`) to each record.
 Metrics count "no answer found" apart from "wrong answer": a parser that finds
 nothing must never look like a model that is wrong.
 """
@@ -10,6 +11,7 @@ from collections import defaultdict
 from selftrain.config import Config
 from selftrain.errors import InputError
 from selftrain.logging import log
+from selftrain.metrics import grouped, response_signals, reward_stats
 from selftrain.records import JsonlAppender, iter_jsonl, read_jsonl
 from selftrain.rewards import get_reward
 
@@ -34,30 +36,35 @@ def judge_file(config: Config, input_path, output_path) -> dict:
                 appender.write({**sample, **result})
     judged = read_jsonl(output_path)
     metrics = judge_metrics(judged)
-    log(f"judge: {metrics['correct']}/{metrics['samples']} correct, {metrics['no_answer']} without an answer, "
-        f"{metrics['solved_prompts']}/{metrics['prompts']} prompts solved")
+    log(f"judge: mean reward {metrics['mean_reward']} (median {metrics['median_reward']}); "
+        f"{metrics['correct']}/{metrics['samples']} correct, {metrics['no_answer']} without an answer, "
+        f"{metrics.get('solved_prompts')}/{metrics['prompts']} prompts solved")
     return metrics
 
 
 def judge_metrics(judged: list[dict]) -> dict:
+    """Correctness counts (verifiable rewards), reward statistics and hacking signals of one round."""
     by_prompt = defaultdict(list)
     for r in judged:
         by_prompt[r["prompt_id"]].append(r)
     correct = sum(bool(r.get("is_correct")) for r in judged)
     no_answer = sum(not r.get("answer_found", True) for r in judged)
     solved = sum(any(r.get("is_correct") for r in rs) for rs in by_prompt.values())
-    scores = [float(r["reward_score"]) for r in judged]
+    verifiable = all(r.get("is_correct") is not None for r in judged)
+    if not verifiable:  # scores without correctness (local, api, script rewards)
+        correct = solved = None
     return {
-        "samples": len(judged), "correct": correct, "wrong": len(judged) - correct - no_answer,
-        "no_answer": no_answer, "sample_accuracy": round(correct / max(len(judged), 1), 4),
-        "prompts": len(by_prompt), "solved_prompts": solved, "solve_rate": round(solved / max(len(by_prompt), 1), 4),
-        "mean_reward": round(sum(scores) / max(len(scores), 1), 4),
+        "samples": len(judged), "correct": correct, "no_answer": no_answer, "prompts": len(by_prompt),
+        **({"wrong": len(judged) - correct - no_answer, "sample_accuracy": round(correct / max(len(judged), 1), 4),
+            "solved_prompts": solved, "solve_rate": round(solved / max(len(by_prompt), 1), 4)} if verifiable else {}),
+        **{k: v for k, v in reward_stats(judged).items() if k != "n"},
         "truncated": sum(r.get("finish_reason") == "length" for r in judged),
-        "mean_response_tokens": round(sum(r.get("num_tokens", 0) for r in judged) / max(len(judged), 1), 1),
+        **response_signals(judged),
+        **grouped(judged),
     }
 
 
-USAGE = """judge.py: score generated samples (rule-based math by default).
+USAGE = """judge.py: score generated samples with the configured reward (rule-based math by default).
 
   python judge.py --input data/star_iter1_train.samples.jsonl --output data/star_iter1_train.judged.jsonl
   python judge.py --run_dir results/demo --iteration 1

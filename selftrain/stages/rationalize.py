@@ -15,7 +15,7 @@ from selftrain.config import Config
 from selftrain.logging import log
 from selftrain.prompts import PromptSpec, encode_prompt, render_prompt
 from selftrain.records import JsonlAppender, read_jsonl, write_jsonl_atomic
-from selftrain.rewards import get_reward
+from selftrain.rewards import get_reward, is_verifiable
 from selftrain.stages.generate import INPUT_FIELDS, load_generator, run_requests, sampling_params
 
 # A rationale that talks about being told the answer teaches the model to expect a hint.
@@ -30,10 +30,21 @@ def unsolved_prompts(judged: list[dict]) -> list[dict]:
     return [rs[0] for rs in by_prompt.values() if not any(r.get("is_correct") for r in rs)]
 
 
+def rationalization_todo(config: Config, judged: list[dict]) -> tuple[list[dict], dict]:
+    """The unsolved prompts that can be hinted (they have an expected answer), and why others are not."""
+    if not config.rationalize:
+        return [], {"skipped": "rationalize is false"}
+    if not is_verifiable(config):
+        return [], {"skipped": f"reward {config.reward_config.type!r} decides no correctness, so nothing is unsolved"}
+    unsolved = unsolved_prompts(judged)
+    todo = [s for s in unsolved if "expected_answer" in s.get("metadata", {})]
+    return todo, {"unsolved_prompts": len(unsolved), "without_expected_answer": len(unsolved) - len(todo)}
+
+
 def rationalize_file(config: Config, model_name: str, judged_path, output_path, iteration: int,
                      model=None, tokenizer=None) -> dict:
     judged = read_jsonl(judged_path)
-    todo = unsolved_prompts(judged) if config.rationalize else []
+    todo, metrics = rationalization_todo(config, judged)
     spec = PromptSpec.from_config(config)
     if todo and model is None:
         model, tokenizer = load_generator(model_name, config)
@@ -49,8 +60,9 @@ def rationalize_file(config: Config, model_name: str, judged_path, output_path, 
                 "iteration": iteration, "generator": model_name, "source": "rationalization", **record,
                 "prompt_text": plain, "hinted_prompt_text": hinted, "hint": answer, "prompt_ids": list(hinted_ids),
             })
-    log(f"rationalize: {len(todo)} unsolved prompts x {config.rationalization_samples} hinted attempts")
-    metrics = {"unsolved_prompts": len(todo), "attempts": len(jobs)}
+    log(f"rationalize: {len(todo)} unsolved prompts x {config.rationalization_samples} hinted attempts"
+        + (f" ({metrics['skipped']})" if "skipped" in metrics else ""))
+    metrics["attempts"] = len(jobs)
     with JsonlAppender(output_path) as appender:
         if jobs:
             metrics.update(run_requests(model, tokenizer, config, jobs, appender,

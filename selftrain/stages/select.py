@@ -8,23 +8,25 @@
   none           everything (for ablations, e.g. seed 002's unfiltered run)
 Ties are broken by id, so selection is deterministic. Then it adds kept rationales, drops replies cut off at
 max_new_tokens (they never stopped), drops duplicate replies per prompt, keeps
-at most `max_per_prompt` per prompt (the highest rewards). Every kept record has `prompt_text` (no
-hint) and `response`; train.py appends EOS to every target.
+at most `max_per_prompt` per prompt (the highest rewards), and, with `balance_by`,
+evens out the classes of the kept set (seed 003's filter kept 28% "yes" of a
+45%-"yes" dataset and the model learned to say "no"):
+  downsample  every class keeps as many examples as the smallest (highest rewards first)
+  upsample    smaller classes repeat their examples, in order, up to the largest
+Every kept record has `prompt_text` (no hint) and `response`; train.py appends
+EOS to every target.
 """
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 
 from selftrain.config import Config
 from selftrain.logging import log
+from selftrain.metrics import counts, group_value, normalize_response
 
-TRAIN_FIELDS = ("id", "prompt_id", "prompt_text", "response", "difficulty", "metadata", "iteration")
-
-
-def _norm(text: str) -> str:
-    return re.sub(r"\s+", " ", text.strip().lower())
+TRAIN_FIELDS = ("id", "prompt_id", "prompt_text", "response", "difficulty", "dataset", "metadata", "iteration",
+                "reward_score")
 
 
 def _score(record: dict) -> float:
@@ -61,14 +63,15 @@ def select_examples(config: Config, judged: list[dict], rationales: list[dict]) 
     candidates = [dict(r, source="sample") for r in ranked]
     candidates += [dict(r, source="rationalization") for r in rationales
                    if r.get("is_correct") and not r.get("leaked_hint")]
-    stats = {"filter_strategy": config.filter_strategy, "candidates": len(candidates), "truncated_dropped": 0, "duplicates_dropped": 0, "over_cap_dropped": 0}
+    stats = {"filter_strategy": config.filter_strategy, "candidates": len(candidates),
+             "truncated_dropped": 0, "duplicates_dropped": 0, "over_cap_dropped": 0}
     by_prompt: dict[str, list[dict]] = defaultdict(list)
     seen: dict[str, set[str]] = defaultdict(set)
     for r in candidates:
         if r.get("finish_reason") == "length":
             stats["truncated_dropped"] += 1
             continue
-        key = _norm(r["response"])
+        key = normalize_response(r["response"])
         if not key or key in seen[r["prompt_id"]]:
             stats["duplicates_dropped"] += 1
             continue
@@ -79,10 +82,40 @@ def select_examples(config: Config, judged: list[dict], rationales: list[dict]) 
         by_prompt[r["prompt_id"]].append(r)
     kept = [{**{k: r[k] for k in TRAIN_FIELDS if k in r}, "source": r["source"]}
             for rs in by_prompt.values() for r in rs]
-    stats.update(train_examples=len(kept), prompts_covered=len(by_prompt),
+    if config.balance_by:
+        stats["before_balance"] = counts(kept, config.balance_by)
+        kept = balance(kept, config.balance_by, config.balance_method)
+    stats.update(train_examples=len(kept), prompts_covered=len({r["prompt_id"] for r in kept}),
+                 kept_percent=round(100 * sum(r["source"] == "sample" for r in kept) / max(len(judged), 1), 2),
                  from_samples=sum(r["source"] == "sample" for r in kept),
-                 from_rationales=sum(r["source"] == "rationalization" for r in kept))
+                 from_rationales=sum(r["source"] == "rationalization" for r in kept),
+                 upsampled=sum(r["source"] == "upsampled" for r in kept))
+    for key in ("difficulty", "category", "dataset", *([config.balance_by] if config.balance_by else [])):
+        per = counts(kept, key)
+        if set(per) != {"none"}:
+            stats[f"kept_per_{key}"] = per
     log(f"select: {stats['train_examples']} training examples from {stats['prompts_covered']} prompts "
         f"({stats['from_rationales']} rationalized; dropped {stats['duplicates_dropped']} duplicates, "
         f"{stats['truncated_dropped']} truncated)")
     return kept, stats
+
+
+def balance(kept: list[dict], key: str, method: str) -> list[dict]:
+    """Even out the classes of `kept` (records in priority order: best first within each class)."""
+    classes: dict[str, list[dict]] = defaultdict(list)
+    for r in kept:
+        classes[group_value(r, key)].append(r)
+    if len(classes) < 2:
+        return kept
+    if method == "downsample":
+        size = min(len(rows) for rows in classes.values())
+        best_first = lambda r: (-float(r.get("reward_score", 0.0)), r["id"])  # noqa: E731
+        keep = {id(r) for rows in classes.values() for r in sorted(rows, key=best_first)[:size]}
+        return [r for r in kept if id(r) in keep]
+    size = max(len(rows) for rows in classes.values())
+    extra = []
+    for rows in classes.values():
+        for i in range(size - len(rows)):
+            original = rows[i % len(rows)]
+            extra.append(dict(original, id=f"{original['id']}~up{i // len(rows) + 1}", source="upsampled"))
+    return kept + extra

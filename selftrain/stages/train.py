@@ -97,6 +97,21 @@ def _lean_trainer_class():
     return LeanSFTTrainer
 
 
+def _merged(peft_model, adapter_dir: Path, init_model: str, method: str):
+    """The full-precision model with the adapter folded in (what generation and evaluation load).
+
+    A 4-bit base cannot take the merge without rounding the update away, so
+    for QLoRA the adapter goes onto a fresh full-precision copy of the base.
+    """
+    if method != "qlora":
+        return peft_model.merge_and_unload()
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = from_pretrained(AutoModelForCausalLM, init_model, dtype=torch.float32)
+    return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+
+
 def train(config: Config, train_file, output_dir, init_model: str) -> dict:
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -109,9 +124,23 @@ def train(config: Config, train_file, output_dir, init_model: str) -> dict:
     dataset, too_long = build_dataset(tokenizer, rows, spec, config.max_seq_length)
     device = default_device()
     use_bf16 = best_dtype(device) == torch.bfloat16
-    model = from_pretrained(AutoModelForCausalLM, init_model, dtype=torch.float32)
+    if config.training_method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        from selftrain.models import quantization_config_4bit
+
+        quantization = quantization_config_4bit(torch.bfloat16 if use_bf16 else torch.float32)
+        model = from_pretrained(AutoModelForCausalLM, init_model, dtype=torch.float32,
+                                quantization_config=quantization, device_map={"": device.index or 0}
+                                if device.type == "cuda" else {"": "cpu"})
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        quantized = sum(type(m).__name__ == "Linear4bit" for m in model.modules())
+        log(f"qlora: {quantized} linear layers in 4-bit NF4")
+    else:
+        model = from_pretrained(AutoModelForCausalLM, init_model, dtype=torch.float32)
+        quantized = 0
     peft_config = None
-    if config.training_method == "lora":
+    if config.training_method in ("lora", "qlora"):
         target = config.lora_target_modules
         peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                                  target_modules=target if target == "all-linear" else target.split(","),
@@ -141,7 +170,7 @@ def train(config: Config, train_file, output_dir, init_model: str) -> dict:
     trained = trainer.model
     if peft_config is not None:
         trained.save_pretrained(work / "adapter")
-        trained = trained.merge_and_unload()
+        trained = _merged(trained, work / "adapter", init_model, config.training_method)
     trained.save_pretrained(work, safe_serialization=True)
     tokenizer.save_pretrained(work)
     shutil.rmtree(work / "trainer", ignore_errors=True)
@@ -152,6 +181,7 @@ def train(config: Config, train_file, output_dir, init_model: str) -> dict:
         "steps": trainer.state.global_step, "seconds": round(seconds, 1),
         "trained_tokens_per_s": round(tokens / seconds, 1) if seconds else None,
         "loss_history": [round(x, 4) for x in losses], "peak_rss_gib": peak_rss_gib(),
+        "training_method": config.training_method, "quantized_4bit_layers": quantized,
     }
     if not math.isfinite(result.training_loss):
         raise RuntimeError(f"training diverged (loss {result.training_loss}); lower the learning rate")

@@ -1,0 +1,174 @@
+"""Dataset selection strategies of seed 000: which prompts each round takes, exactly.
+
+Datasets are small JSONL files written by the tests; ids tell where a prompt
+came from ("E3" = easy file, line 3), so the assertions name the chosen prompts.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from selftrain.config import load_config
+from selftrain.data import load_eval_prompts, load_train_prompts
+from selftrain.errors import InputError
+
+
+def dataset(tmp_path: Path, name: str, prefix: str, n: int, difficulty: str | None = None) -> str:
+    path = tmp_path / f"{name}.jsonl"
+    rows = []
+    for i in range(n):
+        row = {"id": f"{prefix}{i}", "prompt": f"{prefix} question {i}", "metadata": {"expected_answer": str(i)}}
+        if difficulty:
+            row["difficulty"] = difficulty
+        rows.append(json.dumps(row))
+    path.write_text("\n".join(rows) + "\n")
+    return str(path)
+
+
+def ids(records: list[dict]) -> list[str]:
+    return [r["id"] for r in records]
+
+
+@pytest.fixture
+def two_levels(tmp_path):
+    return [{"path": dataset(tmp_path, "easy", "E", 6), "name": "Easy", "difficulty": "easy"},
+            {"path": dataset(tmp_path, "hard", "H", 4), "name": "Hard", "difficulty": "hard"}]
+
+
+def config(datasets, **extra):
+    return load_config(None, {"datasets": datasets, "eval_holdout": 0, "test_file": "", **extra})
+
+
+# --- sequential ------------------------------------------------------------------------------------
+
+def test_sequential_takes_everything_in_order_and_tags_the_source(two_levels):
+    records = load_train_prompts(config(two_levels), 1)
+    assert ids(records) == ["E0", "E1", "E2", "E3", "E4", "E5", "H0", "H1", "H2", "H3"]
+    assert [r["dataset"] for r in records] == ["Easy"] * 6 + ["Hard"] * 4
+    assert [r["difficulty"] for r in records] == ["easy"] * 6 + ["hard"] * 4
+
+
+def test_sequential_windows_wrap_around(two_levels):
+    c = config(two_levels, samples_per_round=4)
+    assert ids(load_train_prompts(c, 1)) == ["E0", "E1", "E2", "E3"]
+    assert ids(load_train_prompts(c, 2)) == ["E4", "E5", "H0", "H1"]
+    assert ids(load_train_prompts(c, 3)) == ["H2", "H3", "E0", "E1"]
+
+
+def test_record_difficulty_wins_over_the_dataset_default(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    path.write_text('{"id": "a", "prompt": "q", "difficulty": "expert", "metadata": {"expected_answer": "1"}}\n'
+                    '{"id": "b", "prompt": "q", "metadata": {"expected_answer": "1"}}\n')
+    records = load_train_prompts(config([{"path": str(path), "difficulty": "medium"}]), 1)
+    assert [(r["id"], r["difficulty"], r["dataset"]) for r in records] == [("a", "expert", "mixed"),
+                                                                             ("b", "medium", "mixed")]
+
+
+def test_ids_must_be_unique_across_datasets(tmp_path):
+    a, b = dataset(tmp_path, "a", "X", 2), dataset(tmp_path, "b", "X", 2)
+    with pytest.raises(InputError, match="id 'X0' is also in .*a.jsonl"):
+        load_train_prompts(config([{"path": a}, {"path": b}]), 1)
+
+
+# --- difficulty_curriculum ----------------------------------------------------------------------
+
+def test_curriculum_follows_the_progression_and_repeats_the_last_level(two_levels):
+    c = config(two_levels, dataset_selection_strategy="difficulty_curriculum",
+               difficulty_progression=["easy", "hard"])
+    assert ids(load_train_prompts(c, 1)) == ["E0", "E1", "E2", "E3", "E4", "E5"]
+    assert ids(load_train_prompts(c, 2)) == ["H0", "H1", "H2", "H3"]
+    assert ids(load_train_prompts(c, 5)) == ["H0", "H1", "H2", "H3"]  # past the list: its last level
+
+
+def test_curriculum_repeated_level_takes_the_next_window(two_levels):
+    c = config(two_levels, dataset_selection_strategy="difficulty_curriculum", samples_per_round=4,
+               difficulty_progression=["easy", "easy", "hard"])
+    assert ids(load_train_prompts(c, 1)) == ["E0", "E1", "E2", "E3"]
+    assert ids(load_train_prompts(c, 2)) == ["E4", "E5", "E0", "E1"]
+    assert ids(load_train_prompts(c, 3)) == ["H0", "H1", "H2", "H3"]
+
+
+def test_curriculum_without_progression_spreads_present_levels_over_the_rounds(two_levels):
+    # the seed-000 complete example: difficulty_curriculum, no progression, 10 rounds, easy + hard data
+    c = config(two_levels, dataset_selection_strategy="difficulty_curriculum",
+               enable_difficulty_curriculum=True, num_rounds=10)
+    levels = [{r["difficulty"] for r in load_train_prompts(c, n)} for n in range(1, 11)]
+    assert levels == [{"easy"}] * 5 + [{"hard"}] * 5
+
+
+def test_curriculum_level_without_prompts_is_an_error(two_levels):
+    c = config(two_levels, dataset_selection_strategy="difficulty_curriculum", difficulty_progression=["medium"])
+    with pytest.raises(InputError, match="round 1 takes level 'medium', but no prompt has it"):
+        load_train_prompts(c, 1)
+
+
+def test_curriculum_needs_a_difficulty_on_every_prompt(tmp_path):
+    c = config([{"path": dataset(tmp_path, "plain", "P", 3)}], dataset_selection_strategy="difficulty_curriculum")
+    with pytest.raises(InputError, match="3 prompts have no difficulty .*'P0'"):
+        load_train_prompts(c, 1)
+
+
+# --- round_robin ---------------------------------------------------------------------------------
+
+def test_round_robin_alternates_datasets_and_advances_each(tmp_path, two_levels):
+    third = {"path": dataset(tmp_path, "code", "C", 3), "name": "Code"}
+    c = config(two_levels + [third], dataset_selection_strategy="round_robin", samples_per_round=2)
+    rounds = [ids(load_train_prompts(c, n)) for n in range(1, 7)]
+    assert rounds == [["E0", "E1"], ["H0", "H1"], ["C0", "C1"], ["E2", "E3"], ["H2", "H3"], ["C2", "C0"]]
+
+
+# --- random_weighted -----------------------------------------------------------------------------
+
+def test_random_weighted_is_seeded_reproducible_and_follows_the_weights(tmp_path):
+    sets = [{"path": dataset(tmp_path, "a", "A", 400), "weight": 3.0},
+            {"path": dataset(tmp_path, "b", "B", 400), "weight": 1.0}]
+    c = config(sets, dataset_selection_strategy="random_weighted", samples_per_round=200, seed=7)
+    first = load_train_prompts(c, 1)
+    assert ids(first) == ids(load_train_prompts(c, 1))  # same config, same prompts
+    share = Counter(r["id"][0] for r in first)
+    assert 130 <= share["A"] <= 170 and share["A"] + share["B"] == 200  # 3:1 -> ~150 of 200
+    assert len(set(ids(first))) == 200  # no repeats before a dataset is used up
+    second = load_train_prompts(c, 2)
+    assert not set(ids(first)) & set(ids(second))  # round 2 continues each dataset where round 1 stopped
+    other_seed = load_train_prompts(config(sets, dataset_selection_strategy="random_weighted",
+                                           samples_per_round=200, seed=8), 1)
+    assert ids(other_seed) != ids(first)
+
+
+def test_random_weighted_reshuffles_after_a_dataset_is_used_up(tmp_path):
+    c = config([{"path": dataset(tmp_path, "a", "A", 3)}], dataset_selection_strategy="random_weighted",
+               samples_per_round=7)
+    chosen = ids(load_train_prompts(c, 1))
+    assert sorted(chosen[:3]) == ["A0", "A1", "A2"] and sorted(chosen[3:6]) == ["A0", "A1", "A2"]
+
+
+# --- evaluation hold-out --------------------------------------------------------------------------
+
+def test_eval_holdout_is_disjoint_from_training_and_reproducible(two_levels):
+    c = load_config(None, {"datasets": two_levels, "eval_holdout": 0.25, "seed": 3})
+    held = ids(load_eval_prompts(c, "test"))
+    assert len(held) == 2 + 1  # round(6 * 0.25) easy + round(4 * 0.25) hard
+    assert {h[0] for h in held} == {"E", "H"}
+    trained = ids(load_train_prompts(c, 1))
+    assert not set(held) & set(trained) and len(trained) == 10 - 3
+    assert held == ids(load_eval_prompts(c, "test"))
+
+
+def test_test_file_replaces_the_holdout(tmp_path, two_levels):
+    test_file = dataset(tmp_path, "test", "T", 2)
+    c = load_config(None, {"datasets": two_levels, "test_file": test_file})
+    assert ids(load_eval_prompts(c, "test")) == ["T0", "T1"]
+    assert len(load_train_prompts(c, 1)) == 10  # nothing held out
+
+
+def test_code_tasks_need_no_expected_answer(tmp_path):
+    path = tmp_path / "code.jsonl"
+    path.write_text(json.dumps({"prompt": "Write f", "metadata": {"test_cases": [
+        {"input": "print(f())", "expected_output": "1"}]}}) + "\n")
+    c = config([{"path": str(path)}], **{"reward_config.rule_type": "code"})
+    assert len(load_train_prompts(c, 1)) == 1
+    with pytest.raises(InputError, match="metadata.expected_answer: missing"):
+        load_train_prompts(config([{"path": str(path)}]), 1)  # math scoring needs it
