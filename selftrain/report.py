@@ -15,6 +15,9 @@ from selftrain.runs import read_marker
 STAGES = ("samples", "judged", "rationales", "train", "model", "eval")
 COLUMNS = ["iter", "samples", "stage-1 solve rate", "rationalized", "train examples", "train loss",
            "accuracy", "per difficulty", "reply tokens", "answer line", "minutes", "peak GiB"]
+# round metrics of the generated samples (seed 000 "Monitor Training") and signs of reward hacking
+ROUND_COLUMNS = ["iter", "mean reward", "median reward", "reward per difficulty / category", "kept", "kept %",
+                 "kept per class", "reply chars", "distinct-2", "duplicate rate", "no answer"]
 
 
 def collect(run_dir: Path) -> list[dict]:
@@ -40,8 +43,26 @@ def collect(run_dir: Path) -> list[dict]:
             "minutes": round(seconds / 60, 1) if seconds else None,
             "peak_gib": max((float(v.get("peak_rss_gib", 0) or 0) for v in m.values()), default=None) or None,
             "loss_history": m["model"].get("loss_history", []),
+            "eval_reward": m["eval"].get("mean_reward"),
+            "round": _round_metrics(m["judged"], m["train"]),
         })
     return rows
+
+
+def _round_metrics(judged: dict, train: dict) -> dict:
+    groups = {}
+    for key in ("per_difficulty", "per_category", "per_dataset"):
+        for name, stats in judged.get(key, {}).items():
+            groups[name] = stats.get("mean_reward")
+    # the balancing class if one was set, else category, dataset or difficulty
+    keys = [f"kept_per_{train['balance_by']}"] if train.get("balance_by") else []
+    classes = next((train[k] for k in keys + ["kept_per_category", "kept_per_dataset", "kept_per_difficulty"]
+                    if k in train), {})
+    return {"mean_reward": judged.get("mean_reward"), "median_reward": judged.get("median_reward"),
+            "groups": groups, "kept": train.get("train_examples"), "kept_percent": train.get("kept_percent"),
+            "classes": classes, "reply_chars": judged.get("mean_response_chars"),
+            "distinct_2": judged.get("distinct_2"), "duplicate_rate": judged.get("duplicate_rate"),
+            "no_answer_rate": judged.get("no_answer_rate")}
 
 
 def _fmt(value, pct=False) -> str:
@@ -60,6 +81,19 @@ def markdown(rows: list[dict]) -> str:
                  _fmt(r["train_examples"]), _fmt(r["train_loss"]), _fmt(r["accuracy"], True), per,
                  _fmt(r["reply_tokens"]), _fmt(r["answer_line"], True), _fmt(r["minutes"]), _fmt(r["peak_gib"])]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Round metrics of the generated samples, and signs of reward hacking (length, diversity, "
+              "duplicates, missing answers):", "",
+              "| " + " | ".join(ROUND_COLUMNS) + " |", "|" + "---|" * len(ROUND_COLUMNS)]
+    for r in rows:
+        g = r["round"]
+        if g["mean_reward"] is None:
+            continue
+        groups = ", ".join(f"{k} {v:.2f}" for k, v in g["groups"].items() if v is not None) or "-"
+        classes = ", ".join(f"{k} {v}" for k, v in g["classes"].items()) or "-"
+        cells = [str(r["iter"]), _fmt(g["mean_reward"]), _fmt(g["median_reward"]), groups, _fmt(g["kept"]),
+                 _fmt(g["kept_percent"]), classes, _fmt(g["reply_chars"]), _fmt(g["distinct_2"]),
+                 _fmt(g["duplicate_rate"], True), _fmt(g["no_answer_rate"], True)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -69,9 +103,12 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (left, right, signals) = plt.subplots(1, 3, figsize=(15, 4))
     its = [r["iter"] for r in rows if r["accuracy"] is not None]
     left.plot(its, [100 * r["accuracy"] for r in rows if r["accuracy"] is not None], "o-", label="held-out accuracy")
+    rewards = [(r["iter"], 100 * r["round"]["mean_reward"]) for r in rows if r["round"]["mean_reward"] is not None]
+    if rewards:
+        left.plot(*zip(*rewards), "^:", label="mean sample reward x100")
     solve = [(r["iter"], 100 * r["solve_rate"]) for r in rows if r["solve_rate"] is not None]
     if solve:
         left.plot(*zip(*solve), "s--", label="stage-1 solve rate")
@@ -89,6 +126,23 @@ def plot(rows: list[dict], path: Path) -> None:
     right.set_title("training loss")
     if any(r["loss_history"] for r in rows):
         right.legend()
+    judged_rows = [r for r in rows if r["round"]["mean_reward"] is not None]
+    for key, label in (("distinct_2", "distinct-2"), ("duplicate_rate", "duplicate rate"),
+                       ("no_answer_rate", "no-answer rate")):
+        points = [(r["iter"], r["round"][key]) for r in judged_rows if r["round"][key] is not None]
+        if points:
+            signals.plot(*zip(*points), "o-", label=label)
+    signals.set_ylim(0, 1)
+    signals.set_xlabel("iteration")
+    signals.set_title("reward-hacking signals (samples)")
+    chars = [(r["iter"], r["round"]["reply_chars"]) for r in judged_rows if r["round"]["reply_chars"] is not None]
+    if chars:
+        length = signals.twinx()
+        length.plot(*zip(*chars), "k--", label="reply chars")
+        length.set_ylabel("mean reply characters")
+        length.legend(loc="upper right")
+    if judged_rows:
+        signals.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

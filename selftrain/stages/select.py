@@ -83,7 +83,7 @@ def select_examples(config: Config, judged: list[dict], rationales: list[dict]) 
     kept = [{**{k: r[k] for k in TRAIN_FIELDS if k in r}, "source": r["source"]}
             for rs in by_prompt.values() for r in rs]
     if config.balance_by:
-        stats["before_balance"] = counts(kept, config.balance_by)
+        stats.update(balance_by=config.balance_by, before_balance=counts(kept, config.balance_by))
         kept = balance(kept, config.balance_by, config.balance_method)
     stats.update(train_examples=len(kept), prompts_covered=len({r["prompt_id"] for r in kept}),
                  kept_percent=round(100 * sum(r["source"] == "sample" for r in kept) / max(len(judged), 1), 2),
