@@ -3,6 +3,7 @@
 #   make iter N=2 CONFIG=configs/x.yaml RUN=myrun
 #   make rounds ROUNDS=3           iterations 1..ROUNDS (plus the iteration-0 baseline)
 #   make report                    markdown table + PNG plot of a run
+#   make expert-iteration EXIT_ITER=3  seed 002: train on all vs on correct samples of one iteration, compare
 #   make test                      the test suite
 # Every stage output is a file target with a completion marker: a rerun redoes only what is missing.
 
@@ -15,6 +16,8 @@ RUN ?= $(basename $(notdir $(CONFIG)))
 RESULTS ?= results
 RUN_DIR := $(RESULTS)/$(RUN)
 N ?= 1
+# the iteration whose judged samples `make expert-iteration` trains on
+EXIT_ITER ?= 1
 # iterations of `make rounds` (default: num_rounds of the config)
 ROUNDS ?= $(shell $(PY) -m selftrain.config $(CONFIG) num_rounds)
 ARGS = --config $(CONFIG) --run_dir $(RUN_DIR)
@@ -30,14 +33,14 @@ num = $(shell expr $(1) + 0)
 # iteration N generates with iteration N-1's model (the base model for N=1)
 generator_dep = $(if $(filter 01,$(1)),,$(RUN_DIR)/iter_$(call prev,$(1))/model.done)
 
-.PHONY: help setup iter rounds demo report test clean-run bench
+.PHONY: help setup iter rounds demo report test clean-run bench expert-iteration
 .DEFAULT_GOAL := help
 .SECONDEXPANSION:
 .DELETE_ON_ERROR:
 .SECONDARY:  # stage markers are results, never intermediate files to clean up
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
 	@echo "variables: CONFIG=$(CONFIG) RUN=$(RUN) N=$(N) ROUNDS (default: num_rounds of CONFIG); results in $(RUN_DIR)/"
 
 setup: $(VENV)/.installed  ## create .venv with the pinned dependencies
@@ -82,6 +85,9 @@ rounds:  ## the baseline plus iterations 1..ROUNDS (default: num_rounds of the c
 
 report: | setup  ## markdown table and PNG plot of RUN
 	$(PY) -m selftrain.report $(RUN_DIR)
+
+expert-iteration: $(RUN_DIR)/iter_$$(call two,$(EXIT_ITER))/judged.done $(RUN_DIR)/iter_00/eval.done | setup  ## seed 002: all vs correct-only samples of iteration EXIT_ITER, same base, same eval
+	$(PY) -m selftrain.experiments.expert_iteration $(ARGS) --iteration $(EXIT_ITER)
 
 demo: | setup  ## base eval + 3 STaR iterations on the embedded model and task, then the table
 	@$(MAKE) --no-print-directory rounds CONFIG=$(CONFIG) RUN=$(RUN)

@@ -1,0 +1,1 @@
+"""Experiments built from the stages (seed 002: Expert Iteration, filtered vs unfiltered)."""
