@@ -26,6 +26,9 @@ PYTEST_ARGS ?=
 ifneq ($(shell echo '$(N)' | grep -xE '[0-9]+'),$(N))
 $(error N=$(N) must be a non-negative integer)
 endif
+ifneq ($(shell echo '$(EXIT_ITER)' | grep -xE '[1-9][0-9]*'),$(EXIT_ITER))
+$(error EXIT_ITER=$(EXIT_ITER) must be an iteration number >= 1)
+endif
 
 two = $(shell printf '%02d' $(1))
 prev = $(shell printf '%02d' $$(expr $(1) - 1))

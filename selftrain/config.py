@@ -218,14 +218,16 @@ class Config:
 
     def check_runnable(self, where: str = "config") -> None:
         """Refuse, before any work starts, combinations that cannot run here."""
+        from selftrain.data import needs_expected_answer
         from selftrain.rewards import is_verifiable
 
         if self.filter_strategy == "correct" and not is_verifiable(self):
             raise InputError(
                 f"{where}: filter_strategy: 'correct' keeps verified-correct samples, but reward type "
                 f"{self.reward_config.type!r} gives scores, not correctness; use top_k_percent, threshold or best_of_n")
-        if self.balance_by == "answer" and not is_verifiable(self):
-            raise InputError(f"{where}: balance_by: 'answer' needs rule-based rewards with expected answers")
+        if self.balance_by == "answer" and not needs_expected_answer(self):
+            raise InputError(f"{where}: balance_by: 'answer' balances metadata.expected_answer classes, "
+                             f"which only rule-based math scoring requires; use category, difficulty or dataset")
         if self.training_method == "qlora":
             from selftrain.models import check_4bit
 

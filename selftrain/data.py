@@ -17,17 +17,19 @@ when its source sets one, a default `difficulty`.
                          k-th window
   round_robin            round r takes source (r-1) mod #sources; with
                          samples_per_round, the k-th visit takes its k-th window
-  random_weighted        samples_per_round draws (default: as many as there are
-                         prompts): each draw picks a source with probability
-                         weight / sum(weights) and takes that source's next prompt
-                         from a seeded shuffle (no repeats until it is used up)
+  random_weighted        samples_per_round draws (default and at most: as many as
+                         there are prompts): each draw picks a source with
+                         probability weight / sum(weights) among the sources with
+                         prompts not yet in this round, and takes that source's
+                         next prompt from a seeded shuffle (continuing across
+                         rounds, reshuffled when used up); no prompt twice in a round
 
 All of it depends only on the config (and its `seed`), so every stage, every
 rerun and every machine sees the same prompts. `max_samples` then caps the round.
 
 Evaluation data: the task's test split, `test_file`, or, when `datasets` is set
-without `test_file`, `eval_holdout` of each source, drawn with the seed and
-never used for training.
+without `test_file`, `eval_holdout` of each source (a fixed draw per source,
+independent of `seed`), never used for training.
 """
 from __future__ import annotations
 
@@ -61,12 +63,12 @@ def _task_split(config: Config, split: str) -> list[dict]:
             for i, r in enumerate(rows, 1)]
 
 
-def _read_dataset(path: str, split: str, fmt: str, need_answer: bool) -> list[dict]:
+def _read_dataset(path: str, split: str, fmt: str, required: tuple[str, ...], id_prefix: str | None = None) -> list[dict]:
     local = Path(path).expanduser()
     if local.is_dir():
         local = local / f"{split}.jsonl"
     if local.exists():
-        return read_prompt_records(local, need_answer=need_answer)
+        return read_prompt_records(local, required=required, id_prefix=id_prefix)
     if fmt == "gsm8k" or "gsm8k" in path.lower():
         from selftrain.tasks.gsm8k import load_gsm8k
 
@@ -74,21 +76,32 @@ def _read_dataset(path: str, split: str, fmt: str, need_answer: bool) -> list[di
     raise InputError(f"{path}: dataset file not found")
 
 
-def needs_expected_answer(config: Config) -> bool:
+def required_metadata(config: Config) -> tuple[str, ...]:
+    """Metadata every prompt must carry for the configured reward (checked before generation)."""
     rc = config.reward_config
-    return rc.type == "rule_based" and rc.rule_type == "math"
+    if rc.type != "rule_based":
+        return ()
+    return {"math": ("expected_answer",), "code": ("test_cases",),
+            "regex": () if rc.regex_pattern else ("regex_pattern",)}.get(rc.rule_type, ())
+
+
+def needs_expected_answer(config: Config) -> bool:
+    return "expected_answer" in required_metadata(config)
 
 
 def _sources(config: Config) -> list[Source]:
     """Every source's prompts, validated, with `dataset` and default `difficulty` set."""
     if not config.datasets:
         return [Source(config.task.name, 1.0, _task_split(config, "train"))]
-    need_answer = needs_expected_answer(config)
+    required = required_metadata(config)
     sources, owner = [], {}
+    stems = [_file_stem(ds.path, ds.split) for ds in config.datasets]
     for i, ds in enumerate(config.datasets):
-        name = ds.name or Path(ds.path).stem
+        name = ds.name or stems[i]
+        # records without an id are named after their file and line; two files of the same name get the entry's index
+        prefix = stems[i] if stems.count(stems[i]) == 1 else f"{i}-{stems[i]}"
         rows = []
-        for r in _read_dataset(ds.path, ds.split, ds.format, need_answer):
+        for r in _read_dataset(ds.path, ds.split, ds.format, required, prefix):
             if r["id"] in owner:
                 raise InputError(f"{ds.path}: id {r['id']!r} is also in {owner[r['id']]}; "
                                  f"ids must be unique across datasets (give records an 'id')")
@@ -101,17 +114,25 @@ def _sources(config: Config) -> list[Source]:
     return sources
 
 
-def _holdout_ids(config: Config, sources: list[Source]) -> set[str]:
-    """The prompts kept out of training for evaluation (datasets without test_file)."""
+def _file_stem(path: str, split: str) -> str:
+    local = Path(path).expanduser()
+    return (local / f"{split}.jsonl").stem if local.is_dir() else local.stem
+
+
+def _holdout(config: Config, sources: list[Source]) -> list[dict]:
+    """The prompts kept out of training for evaluation (datasets without test_file), sources interleaved.
+
+    The draw depends on the source's name only, not on `seed`: a different
+    sampling seed must not move prompts between training and evaluation."""
     if not config.datasets or config.test_file or not config.eval_holdout:
-        return set()
-    held = set()
+        return []
+    per_source = []
     for source in sources:
         n = len(source.records)
         count = min(n - 1, max(1, round(n * config.eval_holdout))) if n > 1 else 0
-        rng = random.Random(f"{config.seed}:holdout:{source.name}")
-        held.update(r["id"] for r in rng.sample(source.records, count))
-    return held
+        per_source.append(random.Random(f"holdout:{source.name}").sample(source.records, count))
+    longest = max((len(rows) for rows in per_source), default=0)
+    return [rows[i] for i in range(longest) for rows in per_source if i < len(rows)]
 
 
 def _window(records: list[dict], size: int, visit: int) -> list[dict]:
@@ -138,44 +159,55 @@ def _difficulty_curriculum(config: Config, pool: list[dict], iteration: int) -> 
         raise InputError(f"difficulty_curriculum: {len(unlabeled)} prompts have no difficulty (first: "
                          f"{unlabeled[0]!r}); set it per record or with datasets[].difficulty")
     present = sorted({r["difficulty"] for r in pool})
+    for r in range(1, max(iteration, config.num_rounds) + 1):  # every round's level, before round 1 starts
+        wanted = curriculum_level(config, r, present)
+        if wanted not in present:
+            raise InputError(f"difficulty_curriculum: round {r} takes level {wanted!r}, "
+                             f"but no prompt has it (levels present: {', '.join(present)})")
     level = curriculum_level(config, iteration, present)
     rows = [r for r in pool if r["difficulty"] == level]
-    if not rows:
-        raise InputError(f"difficulty_curriculum: round {iteration} takes level {level!r}, "
-                         f"but no prompt has it (levels present: {', '.join(present)})")
     visit = sum(curriculum_level(config, r, present) == level for r in range(1, iteration))
     return _window(rows, config.samples_per_round, visit)
 
 
 def _random_weighted(config: Config, sources: list[Source], iteration: int) -> list[dict]:
-    per_round = config.samples_per_round or sum(len(s.records) for s in sources)
     live = [s for s in sources if s.records]
-    weights = [s.weight for s in live]
+    total = sum(len(s.records) for s in live)
+    per_round = min(config.samples_per_round or total, total)  # a prompt appears at most once per round
     cursors = [0] * len(live)
     orders: list[list[dict]] = [[] for _ in live]
 
-    def take(i: int) -> dict:
-        """Source i's next prompt: its records in a seeded shuffle, reshuffled each pass."""
-        if cursors[i] == len(orders[i]):
-            epoch = len(orders[i]) // len(live[i].records)
-            shuffled = list(live[i].records)
-            random.Random(f"{config.seed}:random_weighted:{live[i].name}:{epoch}").shuffle(shuffled)
-            orders[i] += shuffled
-        cursors[i] += 1
-        return orders[i][cursors[i] - 1]
+    def take(i: int, taken: set[str]) -> dict:
+        """Source i's next prompt not yet in this round: a seeded shuffle, reshuffled each pass."""
+        while True:
+            if cursors[i] == len(orders[i]):
+                epoch = len(orders[i]) // len(live[i].records)
+                shuffled = list(live[i].records)
+                random.Random(f"{config.seed}:random_weighted:{live[i].name}:{epoch}").shuffle(shuffled)
+                orders[i] += shuffled
+            cursors[i] += 1
+            record = orders[i][cursors[i] - 1]
+            if record["id"] not in taken:
+                return record
 
-    chosen = []
+    chosen: list[dict] = []
     for r in range(1, iteration + 1):  # replay earlier rounds so each source continues where it stopped
         rng = random.Random(f"{config.seed}:random_weighted:round:{r}")
-        picks = rng.choices(range(len(live)), weights=weights, k=per_round)
-        chosen = [take(i) for i in picks]
+        chosen, taken, left = [], set(), [len(s.records) for s in live]
+        for _ in range(per_round):
+            open_ = [i for i in range(len(live)) if left[i]]  # sources with prompts not yet in this round
+            i = rng.choices(open_, weights=[live[j].weight for j in open_])[0]
+            record = take(i, taken)
+            chosen.append(record)
+            taken.add(record["id"])
+            left[i] -= 1
     return chosen
 
 
 def load_train_prompts(config: Config, iteration: int) -> list[dict]:
     """The prompts of round `iteration` under `dataset_selection_strategy`."""
     sources = _sources(config)
-    held = _holdout_ids(config, sources)
+    held = {r["id"] for r in _holdout(config, sources)}
     if held:
         sources = [Source(s.name, s.weight, [r for r in s.records if r["id"] not in held]) for s in sources]
     pool = [r for s in sources for r in s.records]
@@ -208,15 +240,16 @@ def load_eval_prompts(config: Config, split: str) -> list[dict]:
         records = load_train_prompts(config, 1)
     elif config.test_file:
         records = [dict(r, dataset=Path(config.test_file).stem) for r in
-                   _read_dataset(config.test_file, "test", "auto", needs_expected_answer(config))]
+                   _read_dataset(config.test_file, "test", "auto", required_metadata(config))]
     elif config.eval_holdout:
-        sources = _sources(config)
-        held = _holdout_ids(config, sources)
-        records = [r for s in sources for r in s.records if r["id"] in held]
+        records = _holdout(config, _sources(config))
         log(f"evaluation: {len(records)} prompts held out of the datasets (eval_holdout={config.eval_holdout}; "
             f"set test_file to use a separate file)")
     else:
         raise InputError("config: test_file: needed for evaluation when `datasets` is set and eval_holdout is 0")
+    if not records:
+        raise InputError("config: no evaluation prompts (datasets too small to hold any out: set test_file "
+                         "or raise eval_holdout)")
     if config.eval_max_samples:
         records = records[: config.eval_max_samples]
     return records

@@ -49,7 +49,7 @@ def read_jsonl(path: str | Path, *, allow_empty: bool = False) -> list[dict]:
     return rows
 
 
-def validate_prompt_record(obj: dict, path, lineno: int) -> dict:
+def validate_prompt_record(obj: dict, path, lineno: int, id_prefix: str | None = None) -> dict:
     """Check one seed-000 prompt record; return it with `id` set and answers as strings."""
     has_prompt, has_messages = "prompt" in obj, "messages" in obj
     if not has_prompt and not has_messages:
@@ -80,7 +80,7 @@ def validate_prompt_record(obj: dict, path, lineno: int) -> dict:
             raise _fail(path, lineno, f"id: expected a string, got {record['id']!r}")
         record["id"] = str(record["id"])
     else:
-        record["id"] = f"{Path(path).stem}-{lineno:06d}"
+        record["id"] = f"{id_prefix or Path(path).stem}-{lineno:06d}"
     return record
 
 
@@ -109,8 +109,19 @@ def _check_test_cases(cases, path, lineno) -> None:
                 raise _fail(path, lineno, f"metadata.test_cases[{i}].{key}: expected a string")
 
 
-def read_prompt_records(path: str | Path, *, need_answer: bool = False) -> list[dict]:
-    """Read and validate a whole prompt file before anything is generated from it."""
+# What each reward needs in a record's metadata, and why (checked before anything is generated).
+REQUIRED_BECAUSE = {"expected_answer": "rule-based math scoring needs it",
+                    "test_cases": "rule-based code scoring needs it",
+                    "regex_pattern": "rule-based regex scoring needs it (or reward_config.regex_pattern)"}
+
+
+def read_prompt_records(path: str | Path, *, need_answer: bool = False, required: tuple[str, ...] = (),
+                        id_prefix: str | None = None) -> list[dict]:
+    """Read and validate a whole prompt file before anything is generated from it.
+
+    `required` metadata keys must be on every record (`need_answer`: expected_answer);
+    records without an `id` get `<id_prefix or file stem>-<line>`."""
+    required = tuple(required) + (("expected_answer",) if need_answer else ())
     from selftrain.tasks.gsm8k import convert_gsm8k_record, is_gsm8k_record
 
     records, seen = [], set()
@@ -120,9 +131,10 @@ def read_prompt_records(path: str | Path, *, need_answer: bool = False) -> list[
                 obj = convert_gsm8k_record(obj, lineno, Path(path).stem)
             except ValueError as exc:
                 raise _fail(path, lineno, str(exc)) from None
-        record = validate_prompt_record(obj, path, lineno)
-        if need_answer and "expected_answer" not in record["metadata"]:
-            raise _fail(path, lineno, "metadata.expected_answer: missing (rule-based math scoring needs it)")
+        record = validate_prompt_record(obj, path, lineno, id_prefix)
+        for key in required:
+            if key not in record["metadata"]:
+                raise _fail(path, lineno, f"metadata.{key}: missing ({REQUIRED_BECAUSE.get(key, 'the reward needs it')})")
         if record["id"] in seen:
             raise _fail(path, lineno, f"id: {record['id']!r} appears twice")
         seen.add(record["id"])

@@ -14,7 +14,7 @@ from selftrain.runs import read_marker
 
 STAGES = ("samples", "judged", "rationales", "train", "model", "eval")
 COLUMNS = ["iter", "samples", "stage-1 solve rate", "rationalized", "train examples", "train loss",
-           "accuracy", "per difficulty", "reply tokens", "answer line", "minutes", "peak GiB"]
+           "accuracy", "eval reward", "per difficulty", "reply tokens", "answer line", "minutes", "peak GiB"]
 # round metrics of the generated samples (seed 000 "Monitor Training") and signs of reward hacking
 ROUND_COLUMNS = ["iter", "mean reward", "median reward", "reward per difficulty / category", "kept", "kept %",
                  "kept per class", "reply chars", "distinct-2", "duplicate rate", "no answer"]
@@ -37,7 +37,9 @@ def collect(run_dir: Path) -> list[dict]:
             "train_examples": m["train"].get("train_examples"),
             "train_loss": m["model"].get("train_loss"),
             "accuracy": m["eval"].get("accuracy"),
-            "per_difficulty": {d: v["accuracy"] for d, v in m["eval"].get("per_difficulty", {}).items()},
+            # accuracy for rewards that decide correctness, the mean reward for score-only ones
+            "per_difficulty": {d: v.get("accuracy", v.get("mean_reward"))
+                               for d, v in m["eval"].get("per_difficulty", {}).items()},
             "reply_tokens": m["eval"].get("mean_response_tokens"),
             "answer_line": m["eval"].get("answer_line_rate"),
             "minutes": round(seconds / 60, 1) if seconds else None,
@@ -76,9 +78,11 @@ def _fmt(value, pct=False) -> str:
 def markdown(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
-        per = ", ".join(f"{d} {100 * a:.0f}%" for d, a in r["per_difficulty"].items()) or "-"
+        per = ", ".join(f"{d} {100 * a:.0f}%" if r["accuracy"] is not None else f"{d} {a:.3g}"
+                        for d, a in r["per_difficulty"].items() if a is not None) or "-"
         cells = [str(r["iter"]), _fmt(r["samples"]), _fmt(r["solve_rate"], True), _fmt(r["rationalized"]),
-                 _fmt(r["train_examples"]), _fmt(r["train_loss"]), _fmt(r["accuracy"], True), per,
+                 _fmt(r["train_examples"]), _fmt(r["train_loss"]), _fmt(r["accuracy"], True),
+                 _fmt(r["eval_reward"]), per,
                  _fmt(r["reply_tokens"]), _fmt(r["answer_line"], True), _fmt(r["minutes"]), _fmt(r["peak_gib"])]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Round metrics of the generated samples, and signs of reward hacking (length, diversity, "
@@ -104,20 +108,31 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right, signals) = plt.subplots(1, 3, figsize=(15, 4))
-    its = [r["iter"] for r in rows if r["accuracy"] is not None]
-    left.plot(its, [100 * r["accuracy"] for r in rows if r["accuracy"] is not None], "o-", label="held-out accuracy")
-    rewards = [(r["iter"], 100 * r["round"]["mean_reward"]) for r in rows if r["round"]["mean_reward"] is not None]
-    if rewards:
-        left.plot(*zip(*rewards), "^:", label="mean sample reward x100")
-    solve = [(r["iter"], 100 * r["solve_rate"]) for r in rows if r["solve_rate"] is not None]
-    if solve:
-        left.plot(*zip(*solve), "s--", label="stage-1 solve rate")
+    if any(r["accuracy"] is not None for r in rows):  # rewards that decide correctness: percentages
+        its = [r["iter"] for r in rows if r["accuracy"] is not None]
+        left.plot(its, [100 * r["accuracy"] for r in rows if r["accuracy"] is not None], "o-",
+                  label="held-out accuracy")
+        rewards = [(r["iter"], 100 * r["round"]["mean_reward"]) for r in rows if r["round"]["mean_reward"] is not None]
+        if rewards:
+            left.plot(*zip(*rewards), "^:", label="mean sample reward x100")
+        solve = [(r["iter"], 100 * r["solve_rate"]) for r in rows if r["solve_rate"] is not None]
+        if solve:
+            left.plot(*zip(*solve), "s--", label="stage-1 solve rate")
+        left.set_ylabel("%")
+        left.set_ylim(0, 100)
+        left.set_title("accuracy per iteration")
+    else:  # score-only rewards (reward model, API, script): the scores themselves
+        its = [r["iter"] for r in rows if r["eval_reward"] is not None]
+        left.plot(its, [r["eval_reward"] for r in rows if r["eval_reward"] is not None], "o-",
+                  label="held-out mean reward")
+        rewards = [(r["iter"], r["round"]["mean_reward"]) for r in rows if r["round"]["mean_reward"] is not None]
+        if rewards:
+            left.plot(*zip(*rewards), "^:", label="mean sample reward")
+        left.set_ylabel("reward")
+        left.set_title("reward per iteration")
     left.set_xlabel("iteration")
-    left.set_ylabel("%")
-    left.set_ylim(0, 100)
     left.set_xticks(its or [0])
     left.legend()
-    left.set_title("accuracy per iteration")
     for r in rows:
         if r["loss_history"]:
             right.plot(range(1, len(r["loss_history"]) + 1), r["loss_history"], label=f"iter {r['iter']}")

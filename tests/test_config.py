@@ -192,7 +192,8 @@ def test_shipped_config_parses_validates_and_is_supported(path):
      "run.yaml: filter_strategy: 'correct' keeps verified-correct samples, but reward type 'local'"),
     ({"reward_config.type": "api", "filter_strategy": "correct"}, "reward type 'api' gives scores"),
     ({"reward_config.type": "script", "filter_strategy": "threshold", "balance_by": "answer"},
-     "run.yaml: balance_by: 'answer' needs rule-based rewards"),
+     "run.yaml: balance_by: 'answer' balances metadata.expected_answer classes"),
+    ({"reward_config.rule_type": "code", "balance_by": "answer"}, "balance_by: 'answer' balances"),
 ])
 def test_check_runnable_refuses_combinations_that_cannot_work(overrides, expected):
     config = load_config(None, overrides)  # each value is valid on its own

@@ -67,6 +67,18 @@ def test_record_difficulty_wins_over_the_dataset_default(tmp_path):
                                                                              ("b", "medium", "mixed")]
 
 
+def test_files_with_the_same_name_get_distinct_ids(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    a, b = dataset(tmp_path / "x", "train", "X", 2), dataset(tmp_path / "y", "train", "Y", 2)
+    for folder in (tmp_path / "x", tmp_path / "y"):  # drop the ids: they come from file name and line
+        path = folder / "train.jsonl"
+        path.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if k != "id"}) + "\n"
+                                for line in path.read_text().splitlines()))
+    records = load_train_prompts(config([{"path": a}, {"path": str(tmp_path / "y")}]), 1)
+    assert ids(records) == ["0-train-000001", "0-train-000002", "1-train-000001", "1-train-000002"]
+
+
 def test_ids_must_be_unique_across_datasets(tmp_path):
     a, b = dataset(tmp_path, "a", "X", 2), dataset(tmp_path, "b", "X", 2)
     with pytest.raises(InputError, match="id 'X0' is also in .*a.jsonl"):
@@ -99,9 +111,10 @@ def test_curriculum_without_progression_spreads_present_levels_over_the_rounds(t
     assert levels == [{"easy"}] * 5 + [{"hard"}] * 5
 
 
-def test_curriculum_level_without_prompts_is_an_error(two_levels):
-    c = config(two_levels, dataset_selection_strategy="difficulty_curriculum", difficulty_progression=["medium"])
-    with pytest.raises(InputError, match="round 1 takes level 'medium', but no prompt has it"):
+def test_curriculum_level_without_prompts_is_an_error_before_round_1(two_levels):
+    c = config(two_levels, dataset_selection_strategy="difficulty_curriculum", num_rounds=3,
+               difficulty_progression=["easy", "medium", "hard"])
+    with pytest.raises(InputError, match="round 2 takes level 'medium', but no prompt has it"):
         load_train_prompts(c, 1)
 
 
@@ -140,9 +153,19 @@ def test_random_weighted_is_seeded_reproducible_and_follows_the_weights(tmp_path
 
 def test_random_weighted_reshuffles_after_a_dataset_is_used_up(tmp_path):
     c = config([{"path": dataset(tmp_path, "a", "A", 3)}], dataset_selection_strategy="random_weighted",
-               samples_per_round=7)
-    chosen = ids(load_train_prompts(c, 1))
-    assert sorted(chosen[:3]) == ["A0", "A1", "A2"] and sorted(chosen[3:6]) == ["A0", "A1", "A2"]
+               samples_per_round=2)
+    rounds = [ids(load_train_prompts(c, n)) for n in (1, 2, 3)]
+    assert all(len(set(r)) == 2 for r in rounds)  # never twice in a round
+    assert Counter(sum(rounds, [])) == {"A0": 2, "A1": 2, "A2": 2}  # two passes over the shuffled dataset
+
+
+def test_random_weighted_never_repeats_a_prompt_within_a_round(tmp_path):
+    sets = [{"path": dataset(tmp_path, "a", "A", 10), "weight": 3.0},
+            {"path": dataset(tmp_path, "b", "B", 10), "weight": 1.0}]
+    for per_round in (0, 20, 50):  # 0: as many as there are prompts; more than that is capped
+        chosen = ids(load_train_prompts(config(sets, dataset_selection_strategy="random_weighted",
+                                               samples_per_round=per_round), 1))
+        assert sorted(chosen) == sorted([f"A{i}" for i in range(10)] + [f"B{i}" for i in range(10)])
 
 
 # --- evaluation hold-out --------------------------------------------------------------------------
@@ -155,6 +178,23 @@ def test_eval_holdout_is_disjoint_from_training_and_reproducible(two_levels):
     trained = ids(load_train_prompts(c, 1))
     assert not set(held) & set(trained) and len(trained) == 10 - 3
     assert held == ids(load_eval_prompts(c, "test"))
+
+
+def test_eval_holdout_does_not_move_with_the_sampling_seed(two_levels):
+    held = [ids(load_eval_prompts(load_config(None, {"datasets": two_levels, "seed": seed}), "test"))
+            for seed in (0, 1)]
+    assert held[0] == held[1]
+
+
+def test_eval_holdout_interleaves_datasets_so_a_cap_covers_all(two_levels):
+    c = load_config(None, {"datasets": two_levels, "eval_holdout": 0.5, "eval_max_samples": 2})
+    assert [r["dataset"] for r in load_eval_prompts(c, "test")] == ["Easy", "Hard"]
+
+
+def test_no_evaluation_prompts_is_an_error(tmp_path):
+    c = load_config(None, {"datasets": [{"path": dataset(tmp_path, "one", "O", 1)}]})
+    with pytest.raises(InputError, match="no evaluation prompts"):
+        load_eval_prompts(c, "test")
 
 
 def test_test_file_replaces_the_holdout(tmp_path, two_levels):
@@ -170,5 +210,15 @@ def test_code_tasks_need_no_expected_answer(tmp_path):
         {"input": "print(f())", "expected_output": "1"}]}}) + "\n")
     c = config([{"path": str(path)}], **{"reward_config.rule_type": "code"})
     assert len(load_train_prompts(c, 1)) == 1
-    with pytest.raises(InputError, match="metadata.expected_answer: missing"):
+    with pytest.raises(InputError, match="code.jsonl:1: metadata.expected_answer: missing"):
         load_train_prompts(config([{"path": str(path)}]), 1)  # math scoring needs it
+
+
+@pytest.mark.parametrize("reward, missing", [({"reward_config.rule_type": "code"}, "test_cases"),
+                                             ({"reward_config.rule_type": "regex"}, "regex_pattern")])
+def test_what_a_reward_needs_is_checked_before_generation(tmp_path, reward, missing):
+    path = dataset(tmp_path, "plain", "P", 2)
+    with pytest.raises(InputError, match=f"plain.jsonl:1: metadata.{missing}: missing"):
+        load_train_prompts(config([{"path": path}], **reward), 1)
+    load_train_prompts(config([{"path": path}], **{"reward_config.rule_type": "regex",
+                                                   "reward_config.regex_pattern": "x"}), 1)

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from selftrain.config import load_config
+from selftrain.errors import InputError
 from selftrain.experiments import expert_iteration
 from selftrain.prompts import PromptSpec, render_prompt
 from tests.test_stages import snapshot, task_records, write_config
@@ -54,3 +57,8 @@ def test_two_arms_differ_only_by_the_filter_and_the_table_reports_them(tmp_path,
     expert_iteration.main(argv)  # resumes: nothing is retrained or rewritten but the table
     after = snapshot(out)
     assert {k: v for k, v in after.items() if k != "table.md"} == {k: v for k, v in before.items() if k != "table.md"}
+
+    other = tmp_path / "other.jsonl"
+    other.write_text((tmp_path / "judged.jsonl").read_text())
+    with pytest.raises(InputError, match="made from .*judged.jsonl, not .*other.jsonl"):
+        expert_iteration.main(argv[:3] + [str(other)] + argv[4:])  # never reuses arms made from another file

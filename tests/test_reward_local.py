@@ -88,7 +88,7 @@ def test_prompt_from_messages_or_prompt_text(one_label, tokenizer):
     rendered = {"id": "t", "response": "Paris.", "prompt_text": "Of France?"}
     expected = direct_logits(model, ids(tokenizer, "Of France?") + ids(tokenizer, "Paris."))[0].item()
     assert [r["reward_score"] for r in reward.score([chat, rendered])] == pytest.approx([expected] * 2, abs=1e-5)
-    with pytest.raises(InputError, match=r"^record x: no prompt for the reward model"):
+    with pytest.raises(InputError, match=r"^record x: prompt: missing \(scoring needs"):
         reward.score([{"id": "x", "response": "hi"}])
 
 

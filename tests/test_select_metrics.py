@@ -107,3 +107,11 @@ def test_judge_metrics_report_hacking_signals():
     assert metrics["distinct_2"] == round(3 / 5, 4)  # (x y), (y z) twice each, (no idea)
     assert metrics["correct"] == 2 and metrics["wrong"] == 0 and metrics["solve_rate"] == 0.5
     assert response_signals(records)["truncated_rate"] == 0.0
+
+
+def test_records_without_the_class_are_kept_and_not_a_class():
+    pool = ([judged(f"y{i}", 0, "1", category="yes") for i in range(3)]
+            + [judged(f"n{i}", 0, "1", category="no") for i in range(2)] + [judged("u0", 0, "1")])
+    kept, stats = select_examples(Config(filter_strategy="none", balance_by="category"), pool, [])
+    assert stats["kept_per_category"] == {"no": 2, "none": 1, "yes": 2}  # not cut to the 1 record without one
+    assert "u0#0" in {r["id"] for r in kept}

@@ -177,9 +177,21 @@ RATIONALES = [
 ]
 
 
+def hash_order(ids: list[str], seed: int = 0) -> list[str]:
+    """The order equal rewards are taken in: a seeded hash of the id."""
+    import hashlib
+
+    return sorted(ids, key=lambda i: hashlib.sha1(f"{seed}:{i}".encode()).hexdigest())
+
+
+# equal rewards: p1's two equal replies keep the first in hash order, p2's cap keeps the first ones
+P1_KEPT = hash_order(["p1#0", "p1#1"])[:1]
+P2_ORDER = hash_order(["p2#0", "p2#1", "p2#2", "p2#3"])
+
+
 def test_select_keeps_correct_distinct_finished_capped():
     kept, stats = select_examples(Config(max_per_prompt=2), JUDGED, RATIONALES)
-    assert [r["id"] for r in kept] == ["p1#0", "p2#0", "p2#1", "p3#r0"]
+    assert sorted(r["id"] for r in kept) == sorted(P1_KEPT + P2_ORDER[:2] + ["p3#r0"])
     assert [r["source"] for r in kept] == ["sample", "sample", "sample", "rationalization"]
     assert stats == {"filter_strategy": "correct", "candidates": 9, "truncated_dropped": 2, "duplicates_dropped": 1, "over_cap_dropped": 2,
                      "train_examples": 4, "prompts_covered": 3, "from_samples": 3, "from_rationales": 1,
@@ -191,13 +203,12 @@ def test_select_keeps_correct_distinct_finished_capped():
     assert "hint" not in kept[3] and "hinted_prompt_text" not in kept[3]
 
 
-@pytest.mark.parametrize("cap, p2_kept", [(1, ["p2#0"]), (3, ["p2#0", "p2#1", "p2#2"]),
-                                           (4, ["p2#0", "p2#1", "p2#2", "p2#3"])])
-def test_select_max_per_prompt_cap(cap, p2_kept):
+@pytest.mark.parametrize("cap", [1, 3, 4])
+def test_select_max_per_prompt_cap(cap):
     kept, stats = select_examples(Config(max_per_prompt=cap), JUDGED, RATIONALES)
-    assert [r["id"] for r in kept if r["prompt_id"] == "p2"] == p2_kept
-    assert [r["id"] for r in kept if r["prompt_id"] == "p1"] == ["p1#0"]
-    assert stats["over_cap_dropped"] == 4 - len(p2_kept)
+    assert [r["id"] for r in kept if r["prompt_id"] == "p2"] == P2_ORDER[:cap]
+    assert [r["id"] for r in kept if r["prompt_id"] == "p1"] == P1_KEPT
+    assert stats["over_cap_dropped"] == 4 - cap
 
 
 def test_select_duplicate_rationale_of_a_kept_sample_is_dropped():
@@ -215,7 +226,7 @@ def test_select_step_by_hand_writes_training_file(tmp_path, config_path):
     (out.parent / "train.rationales.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RATIONALES))
     create_data.main(["--config", str(config_path), "--steps", "select", "--output", str(out)])
     rows = read_jsonl(out)
-    assert [r["id"] for r in rows] == ["p1#0", "p2#0", "p2#1", "p3#r0"]  # max_per_prompt: 2 in the config
+    assert sorted(r["id"] for r in rows) == sorted(P1_KEPT + P2_ORDER[:2] + ["p3#r0"])  # max_per_prompt 2
     spec = PromptSpec.from_config(load_config(config_path)).to_dict()
     assert spec["k"] == 1
     assert all(r["prompt_spec"] == spec for r in rows)
@@ -378,8 +389,9 @@ FILTER_POOL = [_judged("a", 0, 0.2), _judged("a", 1, 0.9), _judged("a", 2, 0.9),
     # 30% of 7 samples rounds up to 3: the scores 1.0, 0.9, 0.9 (ties by id)
     ({"filter_strategy": "top_k_percent", "filter_top_k_percent": 30.0}, ["a#1", "a#2", "c#0"]),
     ({"filter_strategy": "top_k_percent", "filter_top_k_percent": 10.0}, ["c#0"]),
-    # one per prompt, the highest score; a tie goes to the smaller id
-    ({"filter_strategy": "best_of_n"}, ["a#1", "b#1", "c#0"]),
+    # one per prompt, the highest score; the 0.9 tie of a#1 and a#2 goes by the seeded hash of the id
+    ({"filter_strategy": "best_of_n"}, ["a#2", "b#1", "c#0"]),
+    ({"filter_strategy": "best_of_n", "seed": 1}, ["a#1", "b#1", "c#0"]),
 ])
 def test_filter_strategies_keep_exactly_these(settings, expected):
     from selftrain.stages.select import filter_samples
@@ -387,7 +399,17 @@ def test_filter_strategies_keep_exactly_these(settings, expected):
     assert [r["id"] for r in filter_samples(Config(**settings), FILTER_POOL)] == expected
 
 
+def test_top_k_percent_spreads_equal_rewards_over_prompts():
+    from selftrain.stages.select import filter_samples
+
+    # 0/1 rewards: 10 prompts with 4 correct samples each; 25% of 80 samples = 20 kept
+    pool = [_judged(f"p{i:02d}", j, 1.0 if j < 4 else 0.0) for i in range(10) for j in range(8)]
+    kept = filter_samples(Config(filter_strategy="top_k_percent", filter_top_k_percent=25.0), pool)
+    per_prompt = {pid: sum(r["prompt_id"] == pid for r in kept) for pid in {r["prompt_id"] for r in pool}}
+    assert len(kept) == 20 and set(per_prompt.values()) == {2}  # two from every prompt, not four from five
+
+
 def test_max_per_prompt_applies_after_the_filter():
     kept, stats = select_examples(Config(filter_strategy="none", max_per_prompt=1), FILTER_POOL, [])
-    assert sorted(r["id"] for r in kept) == ["a#1", "b#1", "c#0"]  # the best of each prompt
+    assert sorted(r["id"] for r in kept) == ["a#2", "b#1", "c#0"]  # the best of each prompt (a: hash order)
     assert stats["over_cap_dropped"] == 4 and stats["filter_strategy"] == "none"

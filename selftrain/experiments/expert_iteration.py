@@ -10,8 +10,10 @@ Both arms drop exact duplicates and replies cut off at max_new_tokens, keep up
 to num_generations_per_prompt replies per prompt (so the cap filters nothing)
 and use no rationalizations: the only difference is the filter. Writes
 seed 002's comparison table (experiment, data, correct %, validation accuracy)
-to `<run>/expert_iteration/table.md`. Each arm's training set, model and
-evaluation are files with completion markers, so a rerun resumes.
+to `<run>/expert_iteration/iter_NN/table.md`. Each arm's training set, model
+and evaluation are files with completion markers, so a rerun resumes; markers
+name the judged file they came from, and a folder made from another file is
+refused rather than reused.
 
     python -m selftrain.experiments.expert_iteration --config configs/demo.yaml \\
         --run_dir results/demo --iteration 3        # samples of iteration 3
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import Counter
 from pathlib import Path
 
 from selftrain.cli import base_parser, resolve_config, run
@@ -34,30 +37,36 @@ from selftrain.runs import StageOutput, finished_output, read_marker
 ARMS = (("unfiltered", "none"), ("filtered", "correct"))
 
 
-def arm_config(config: Config, filter_strategy: str) -> Config:
-    return dataclasses.replace(config, filter_strategy=filter_strategy, balance_by="",
-                               max_per_prompt=config.num_generations_per_prompt)
+def arm_config(config: Config, filter_strategy: str, per_prompt: int) -> Config:
+    """The run's recipe with only the filter changed; the per-prompt cap never binds."""
+    return dataclasses.replace(config, filter_strategy=filter_strategy, balance_by="", max_per_prompt=per_prompt)
 
 
 def _done(directory: Path, stage: str, path: Path) -> StageOutput:
     return StageOutput(path, directory / f"{stage}.done")
 
 
-def run_arm(config: Config, name: str, judged: list[dict], directory: Path, eval_records: list[dict]) -> dict:
+def run_arm(config: Config, name: str, judged: list[dict], source: Path, directory: Path,
+            eval_records: list[dict]) -> dict:
     from selftrain.stages.evaluate import evaluate
     from selftrain.stages.select import select_examples
     from selftrain.stages.train import train
 
     directory.mkdir(parents=True, exist_ok=True)
     data = _done(directory, "train", directory / "train.jsonl")
-    if not data.is_done():
+    if data.is_done():
+        made_from = json.loads(data.marker.read_text()).get("input")
+        if made_from != str(source.resolve()):
+            raise InputError(f"{directory}: made from {made_from}, not {source.resolve()}; "
+                             f"use another --output_dir or delete it")
+    else:
         kept, stats = select_examples(config, judged, [])
         kept_ids = {k["id"] for k in kept}
         correct = sum(bool(r["is_correct"]) for r in judged if r["id"] in kept_ids)
         stats.update(correct_examples=correct, correct_percent=round(100 * correct / max(len(kept), 1), 1))
         spec = PromptSpec.from_config(config).to_dict()
         write_jsonl_atomic(data.path, [dict(r, prompt_spec=spec) for r in kept])
-        data.finish(config, stats)
+        data.finish(config, stats, {"input": str(source.resolve())})
         log(f"{name}: {len(kept)} training examples, {stats['correct_percent']}% correct")
     model = _done(directory, "model", directory / "model")
     if not model.is_done():
@@ -112,14 +121,15 @@ def main(argv=None):
         raise InputError("give --judged FILE, or --run_dir (and --iteration) of a run with judged samples")
     if not args.output_dir and not args.run_dir:
         raise InputError("give --output_dir (or --run_dir)")
-    out_dir = Path(args.output_dir or Path(args.run_dir) / "expert_iteration")
+    out_dir = Path(args.output_dir or Path(args.run_dir) / "expert_iteration" / f"iter_{args.iteration:02d}")
     judged = read_jsonl(source)
     for i, r in enumerate(judged, 1):
-        if "is_correct" not in r or "prompt_text" not in r:
-            raise InputError(f"{source}:{i}: is_correct/prompt_text: missing (is this a judged samples file?)")
+        if "is_correct" not in r or "prompt_text" not in r or "prompt_id" not in r:
+            raise InputError(f"{source}:{i}: is_correct/prompt_text/prompt_id: missing (is this a judged samples file?)")
     eval_records = load_eval_prompts(config, "test")
-    results = {name: run_arm(arm_config(config, strategy), name, judged, out_dir / name, eval_records)
-               for name, strategy in ARMS}
+    per_prompt = max(Counter(r["prompt_id"] for r in judged).values())
+    results = {name: run_arm(arm_config(config, strategy, per_prompt), name, judged, source, out_dir / name,
+                             eval_records) for name, strategy in ARMS}
     base = read_marker(args.run_dir, 0, "eval") if args.run_dir else None
     text = table(results, len(judged), str(source), base["metrics"]["accuracy"] if base else None)
     (out_dir / "table.md").write_text(text)

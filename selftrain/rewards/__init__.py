@@ -39,6 +39,23 @@ REGISTRY = {
 }
 
 
+def question_of(record: dict) -> str:
+    """The question a response answers, for score-only rewards (reward model, API, script).
+
+    The record's `prompt`, else its last user message, else the rendered
+    `prompt_text`: a scorer judges the question as the dataset states it, not
+    this run's chat template, system prompt and few-shot examples.
+    """
+    if isinstance(record.get("prompt"), str):
+        return record["prompt"]
+    users = [m.get("content") for m in record.get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"]
+    if users and isinstance(users[-1], str):
+        return users[-1]
+    if isinstance(record.get("prompt_text"), str):
+        return record["prompt_text"]
+    raise InputError(f"record {record.get('id')}: prompt: missing (scoring needs 'prompt', 'messages' or 'prompt_text')")
+
+
 def reward_class(config: Config):
     rc = config.reward_config
     key = (rc.type, rc.rule_type if rc.type == "rule_based" else None)

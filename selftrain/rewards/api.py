@@ -8,7 +8,7 @@ Records are sent in batches of `api_batch_size`:
 `prompt` is the record's own question: its `prompt` field, else the last user
 message of `messages`, else the rendered `prompt_text`. A scoring service is
 asked about the question as the dataset states it, not about this run's chat
-template, system prompt and few-shot examples (`scoring_prompt`).
+template, system prompt and few-shot examples (`selftrain.rewards.question_of`).
 
 Timeouts, connection errors, HTTP 408, 429 and 5xx are retried up to
 `api_max_retries` times, waiting `backoff_base` seconds doubled each time (at
@@ -38,20 +38,7 @@ from http.client import HTTPException
 
 from selftrain.errors import InputError
 from selftrain.logging import log
-
-
-def scoring_prompt(record: dict) -> str:
-    """The question a response answers: `prompt`, else the last user message, else `prompt_text`."""
-    if isinstance(record.get("prompt"), str):
-        return record["prompt"]
-    messages = record.get("messages") or []
-    users = [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-    if users and isinstance(users[-1], str):
-        return users[-1]
-    if isinstance(record.get("prompt_text"), str):
-        return record["prompt_text"]
-    raise InputError(f"record {record.get('id')}: prompt: missing "
-                     "(scoring needs 'prompt', 'messages' or 'prompt_text')")
+from selftrain.rewards import question_of
 
 
 def check_score(value) -> float:
@@ -106,7 +93,7 @@ class ApiReward:
         results = []
         for begin in range(0, len(records), self.batch_size):
             batch = records[begin:begin + self.batch_size]
-            items = [{"prompt": scoring_prompt(r), "response": _response(r)} for r in batch]
+            items = [{"prompt": question_of(r), "response": _response(r)} for r in batch]
             where = (f"reward api {self.endpoint}: batch of items {batch[0].get('id', begin)}"
                      f"..{batch[-1].get('id', begin + len(batch) - 1)}")
             scores = self._post_with_retries(items, where)

@@ -36,6 +36,7 @@ import torch
 from selftrain.errors import InputError
 from selftrain.logging import log
 from selftrain.models import default_device, from_pretrained, load_tokenizer, parse_dtype
+from selftrain.rewards import question_of
 
 NO_LIMIT = 10**12  # tokenizers without a known limit report int(1e30)
 
@@ -73,7 +74,7 @@ class LocalReward:
     def score(self, records: list[dict]) -> list[dict]:
         encoded = []
         for record in records:
-            features, truncated = self.encode(prompt_of(record), record["response"])
+            features, truncated = self.encode(question_of(record), record["response"])
             if not features["input_ids"]:
                 raise InputError(f"record {record.get('id')}: nothing to score (empty prompt and response)")
             encoded.append((features, truncated))
@@ -140,16 +141,3 @@ def load_classifier(model_path: str, dtype: torch.dtype, device: torch.device):
         raise InputError(f"reward_config.model_path {model_path}: not a trained sequence-classification model "
                          f"(no weights for {shown}; they would be random)")
     return model.to(device).eval()
-
-
-def prompt_of(record: dict) -> str:
-    """The text the response answers: `prompt`, else the last user message, else `prompt_text`."""
-    if isinstance(record.get("prompt"), str):
-        return record["prompt"]
-    users = [m.get("content") for m in record.get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"]
-    if users and isinstance(users[-1], str):
-        return users[-1]
-    if isinstance(record.get("prompt_text"), str):
-        return record["prompt_text"]
-    raise InputError(f"record {record.get('id')}: no prompt for the reward model "
-                     f"(needs 'prompt', 'messages' or 'prompt_text')")

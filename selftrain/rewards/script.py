@@ -4,7 +4,7 @@
 
 IN holds one JSON object per line (ASCII-escaped, so any default encoding reads
 it): the record as judged (`id`, `prompt_id`, `response`, `metadata`, ...) with
-`prompt` set to the question it answers (`scoring_prompt`: its `prompt`, else
+`prompt` set to the question it answers (`question_of`: its `prompt`, else
 its last user message, else `prompt_text`). The script writes OUT: one object
 per input record with a numeric `reward_score`. Output records that keep their
 `id` (the template copies each item) are matched to inputs by id, in any order;
@@ -34,7 +34,8 @@ from pathlib import Path
 
 from selftrain.errors import InputError
 from selftrain.logging import log
-from selftrain.rewards.api import check_score, scoring_prompt
+from selftrain.rewards import question_of
+from selftrain.rewards.api import check_score
 
 STDERR_TAIL = 20  # lines of the script's stderr quoted in an error
 
@@ -59,7 +60,7 @@ class ScriptReward:
     def score(self, records: list[dict]) -> list[dict]:
         if not records:
             return []
-        lines = [json.dumps({**record, "prompt": scoring_prompt(record)}) + "\n" for record in records]
+        lines = [json.dumps({**record, "prompt": question_of(record)}) + "\n" for record in records]
         workdir = Path(tempfile.mkdtemp(prefix="selftrain-script-"))
         started = time.time()
         scores = self._score_in(workdir, records, lines)

@@ -32,13 +32,17 @@ def judge_file(config: Config, input_path, output_path) -> dict:
         todo = [s for s in samples if s["id"] not in appender.done]
         for begin in range(0, len(todo), CHUNK):
             chunk = todo[begin:begin + CHUNK]
-            for sample, result in zip(chunk, reward.score(chunk)):
+            results = reward.score(chunk)
+            if len(results) != len(chunk):  # a reward bug must never drop or shift records silently
+                raise RuntimeError(f"reward {reward.name} returned {len(results)} results for {len(chunk)} records")
+            for sample, result in zip(chunk, results):
                 appender.write({**sample, **result})
     judged = read_jsonl(output_path)
     metrics = judge_metrics(judged)
-    log(f"judge: mean reward {metrics['mean_reward']} (median {metrics['median_reward']}); "
-        f"{metrics['correct']}/{metrics['samples']} correct, {metrics['no_answer']} without an answer, "
-        f"{metrics.get('solved_prompts')}/{metrics['prompts']} prompts solved")
+    correctness = (f"; {metrics['correct']}/{metrics['samples']} correct, {metrics['no_answer']} without an answer, "
+                   f"{metrics['solved_prompts']}/{metrics['prompts']} prompts solved") if "solve_rate" in metrics else ""
+    log(f"judge: {metrics['samples']} samples, mean reward {metrics['mean_reward']} "
+        f"(median {metrics['median_reward']}){correctness}")
     return metrics
 
 

@@ -6,7 +6,11 @@
   top_k_percent  the best filter_top_k_percent % of all samples by reward_score
   best_of_n      the best sample of each prompt
   none           everything (for ablations, e.g. seed 002's unfiltered run)
-Ties are broken by id, so selection is deterministic. Then it adds kept rationales, drops replies cut off at
+Ranking (top_k_percent, best_of_n, the per-prompt cap, downsampling) is by
+reward; equal rewards go first to prompts with fewer better-ranked samples, so
+a 0/1 reward spreads the kept samples over prompts instead of filling up the
+first ones, then to a seeded hash of the id (deterministic, not biased to
+any file or id order). Then it adds kept rationales, drops replies cut off at
 max_new_tokens (they never stopped), drops duplicate replies per prompt, keeps
 at most `max_per_prompt` per prompt (the highest rewards), and, with `balance_by`,
 evens out the classes of the kept set (seed 003's filter kept 28% "yes" of a
@@ -18,6 +22,7 @@ EOS to every target.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import defaultdict
 
@@ -33,6 +38,18 @@ def _score(record: dict) -> float:
     return float(record["reward_score"])
 
 
+def ranked(records: list[dict], seed: int) -> list[dict]:
+    """Best first: by reward, then by rank within the prompt, then by a seeded hash of the id."""
+    def tiebreak(r: dict) -> str:
+        return hashlib.sha1(f"{seed}:{r['id']}".encode()).hexdigest()
+
+    by_prompt: dict[str, list[dict]] = defaultdict(list)
+    for r in sorted(records, key=lambda r: (-_score(r), tiebreak(r))):
+        by_prompt[r.get("prompt_id", r["id"])].append(r)
+    position = {r["id"]: i for rows in by_prompt.values() for i, r in enumerate(rows)}
+    return sorted(records, key=lambda r: (-_score(r), position[r["id"]], tiebreak(r)))
+
+
 def filter_samples(config: Config, judged: list[dict]) -> list[dict]:
     """The judged samples `filter_strategy` keeps, in their original order."""
     strategy = config.filter_strategy
@@ -42,13 +59,13 @@ def filter_samples(config: Config, judged: list[dict]) -> list[dict]:
         return list(judged)
     if strategy == "threshold":
         return [r for r in judged if _score(r) >= config.filter_threshold]
-    ranked = sorted(judged, key=lambda r: (-_score(r), r["id"]))
+    order = ranked(judged, config.seed)
     if strategy == "top_k_percent":
         count = math.ceil(len(judged) * config.filter_top_k_percent / 100)
-        keep = {r["id"] for r in ranked[:count]}
+        keep = {r["id"] for r in order[:count]}
     elif strategy == "best_of_n":
         keep, seen = set(), set()
-        for r in ranked:
+        for r in order:
             if r["prompt_id"] not in seen:
                 seen.add(r["prompt_id"])
                 keep.add(r["id"])
@@ -58,9 +75,8 @@ def filter_samples(config: Config, judged: list[dict]) -> list[dict]:
 
 
 def select_examples(config: Config, judged: list[dict], rationales: list[dict]) -> tuple[list[dict], dict]:
-    # within the per-prompt cap, higher rewards go first (ties by id)
-    ranked = sorted(filter_samples(config, judged), key=lambda r: (-_score(r), r["id"]))
-    candidates = [dict(r, source="sample") for r in ranked]
+    # within the per-prompt cap, higher rewards go first
+    candidates = [dict(r, source="sample") for r in ranked(filter_samples(config, judged), config.seed)]
     candidates += [dict(r, source="rationalization") for r in rationales
                    if r.get("is_correct") and not r.get("leaked_hint")]
     stats = {"filter_strategy": config.filter_strategy, "candidates": len(candidates),
@@ -84,7 +100,7 @@ def select_examples(config: Config, judged: list[dict], rationales: list[dict]) 
             for rs in by_prompt.values() for r in rs]
     if config.balance_by:
         stats.update(balance_by=config.balance_by, before_balance=counts(kept, config.balance_by))
-        kept = balance(kept, config.balance_by, config.balance_method)
+        kept = balance(kept, config.balance_by, config.balance_method, config.seed)
     stats.update(train_examples=len(kept), prompts_covered=len({r["prompt_id"] for r in kept}),
                  kept_percent=round(100 * sum(r["source"] == "sample" for r in kept) / max(len(judged), 1), 2),
                  from_samples=sum(r["source"] == "sample" for r in kept),
@@ -100,18 +116,20 @@ def select_examples(config: Config, judged: list[dict], rationales: list[dict]) 
     return kept, stats
 
 
-def balance(kept: list[dict], key: str, method: str) -> list[dict]:
-    """Even out the classes of `kept` (records in priority order: best first within each class)."""
+def balance(kept: list[dict], key: str, method: str, seed: int = 0) -> list[dict]:
+    """Even out the classes of `kept` (records in priority order: best first within each class).
+
+    Records without a value for `key` ("none") are kept as they are and do not count as a class."""
     classes: dict[str, list[dict]] = defaultdict(list)
     for r in kept:
-        classes[group_value(r, key)].append(r)
+        if group_value(r, key) != "none":
+            classes[group_value(r, key)].append(r)
     if len(classes) < 2:
         return kept
     if method == "downsample":
         size = min(len(rows) for rows in classes.values())
-        best_first = lambda r: (-float(r.get("reward_score", 0.0)), r["id"])  # noqa: E731
-        keep = {id(r) for rows in classes.values() for r in sorted(rows, key=best_first)[:size]}
-        return [r for r in kept if id(r) in keep]
+        keep = {id(r) for rows in classes.values() for r in ranked(rows, seed)[:size]}
+        return [r for r in kept if id(r) in keep or group_value(r, key) == "none"]
     size = max(len(rows) for rows in classes.values())
     extra = []
     for rows in classes.values():
