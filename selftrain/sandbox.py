@@ -86,26 +86,29 @@ def _launch(argv: list[str]) -> None:
     cpu, memory, fsize, nofile, nproc, scratch, status_fd = map(int, argv[1:])
     os.set_inheritable(status_fd, False)  # closed by exec: the program never sees it
     try:
+        # the base interpreter, not a venv's symlink; resolved now, while the venv is visible (it may
+        # live under /tmp, which the namespaces mode covers with a private tmpfs)
+        python = os.path.realpath(sys.executable)
         source = sys.stdin.buffer.read()
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
         _set_limits(cpu, memory, fsize, nofile)
         if isolation == "namespaces":
-            _launch_in_namespaces(source, nproc, scratch, status_fd)
+            _launch_in_namespaces(source, nproc, scratch, status_fd, python)
         else:
             if os.geteuid() == 0:
                 _become_nobody()
             _limit_processes(nproc + _count_own_processes())
             with open(PROGRAM_NAME, "wb") as fh:
                 fh.write(source)
-            _exec_program(status_fd)
+            _exec_program(status_fd, python)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises SandboxError
         os.write(status_fd, f"{type(exc).__name__}: {exc}".encode())
         os._exit(_SETUP_FAILED)
 
 
-def _launch_in_namespaces(source: bytes, nproc: int, scratch: int, status_fd: int) -> None:
+def _launch_in_namespaces(source: bytes, nproc: int, scratch: int, status_fd: int, python: str) -> None:
     """New namespaces and filesystem view, then fork the program as PID 1 and wait for it.
 
     Root builds the filesystem view as real root (so the interpreter can stay in a
@@ -135,7 +138,7 @@ def _launch_in_namespaces(source: bytes, nproc: int, scratch: int, status_fd: in
             _unshare(libc, _CLONE_NEWUSER, _SANDBOX_UID)  # no capabilities over the mounts above
             _ok(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "NO_NEW_PRIVS")
             os.chdir("/tmp")
-            _exec_program(status_fd)
+            _exec_program(status_fd, python)
         except BaseException as exc:  # noqa: BLE001
             os.write(status_fd, f"{type(exc).__name__}: {exc}".encode())
             os._exit(_SETUP_FAILED)
@@ -207,8 +210,7 @@ def _become_nobody() -> None:
     os.setuid(_NOBODY)
 
 
-def _exec_program(status_fd: int) -> None:
-    python = os.path.realpath(sys.executable)  # the base interpreter, not a venv's symlink
+def _exec_program(status_fd: int, python: str) -> None:
     os.write(status_fd, _EXEC_MARK)
     os.execve(python, [python, "-I", "-S", "-X", "utf8", PROGRAM_NAME], {})
 

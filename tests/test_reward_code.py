@@ -228,7 +228,8 @@ def test_filesystem_is_read_only_outside_scratch(reward, isolated):
     try:
         bad = score_then_good(reward, record("write", program))
         assert not target.exists()
-        assert "Read-only file system" in bad["code_failures"][0]
+        # read-only, or not even visible when the checkout lives under /tmp (covered by the private /tmp)
+        assert any(reason in bad["code_failures"][0] for reason in ("Read-only file system", "No such file"))
     finally:
         target.unlink(missing_ok=True)
 
