@@ -4,6 +4,7 @@
 #   make rounds ROUNDS=3           iterations 1..ROUNDS (plus the iteration-0 baseline)
 #   make report                    markdown table + PNG plot of a run
 #   make expert-iteration EXIT_ITER=3  seed 002: train on all vs on correct samples of one iteration, compare
+#   make submit ROUNDS=3 SHARDS=4  the same iterations as SLURM jobs chained with afterok (slurm/, scripts/)
 #   make test                      the test suite
 # Every stage output is a file target with a completion marker: a rerun redoes only what is missing.
 
@@ -18,6 +19,8 @@ RUN_DIR := $(RESULTS)/$(RUN)
 N ?= 1
 # the iteration whose judged samples `make expert-iteration` trains on
 EXIT_ITER ?= 1
+# generation shards per iteration for `make submit` (1: no array job)
+SHARDS ?= 1
 # iterations of `make rounds` (default: num_rounds of the config)
 ROUNDS ?= $(shell $(PY) -m selftrain.config $(CONFIG) num_rounds)
 ARGS = --config $(CONFIG) --run_dir $(RUN_DIR)
@@ -36,7 +39,7 @@ num = $(shell expr $(1) + 0)
 # iteration N generates with iteration N-1's model (the base model for N=1)
 generator_dep = $(if $(filter 01,$(1)),,$(RUN_DIR)/iter_$(call prev,$(1))/model.done)
 
-.PHONY: help setup iter rounds demo report test clean-run bench expert-iteration
+.PHONY: help setup iter rounds demo report test clean-run bench expert-iteration submit
 .DEFAULT_GOAL := help
 .SECONDEXPANSION:
 .DELETE_ON_ERROR:
@@ -91,6 +94,9 @@ report: | setup  ## markdown table and PNG plot of RUN
 
 expert-iteration: $(RUN_DIR)/iter_$$(call two,$(EXIT_ITER))/judged.done $(RUN_DIR)/iter_00/eval.done | setup  ## seed 002: all vs correct-only samples of iteration EXIT_ITER, same base, same eval
 	$(PY) -m selftrain.experiments.expert_iteration $(ARGS) --iteration $(EXIT_ITER)
+
+submit: | setup  ## SLURM: iterations 0..ROUNDS as a chain of jobs (SHARDS=S: stage 1 as an S-task array + merge)
+	bash scripts/submit.sh CONFIG=$(CONFIG) RUN=$(RUN) RESULTS=$(RESULTS) FROM=0 TO=$(ROUNDS) SHARDS=$(SHARDS)
 
 demo: | setup  ## base eval + 3 STaR iterations on the embedded model and task, then the table
 	@$(MAKE) --no-print-directory rounds CONFIG=$(CONFIG) RUN=$(RUN)

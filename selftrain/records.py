@@ -206,3 +206,21 @@ def write_jsonl_atomic(path: str | Path, records: Iterable[dict]) -> int:
             count += 1
     os.replace(tmp, path)
     return count
+
+
+def reorder_jsonl(path: str | Path, keys: list[str], key: str = "id") -> None:
+    """Rewrite a finished append-only file with its records in `keys` order (lines kept byte for byte).
+
+    Appended output follows completion order, which depends on scheduling; the
+    canonical order makes a run's file the same however it was produced
+    (one process or merged shards)."""
+    path = Path(path)
+    lines = {}
+    for line in path.read_text(encoding="utf-8").split("\n"):
+        if line.strip():
+            lines[json.loads(line)[key]] = line
+    if set(lines) != set(keys) or len(keys) != len(lines):
+        raise InputError(f"{path}: holds {len(lines)} records, expected exactly the {len(keys)} of this step")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(lines[k] + "\n" for k in keys), encoding="utf-8")
+    os.replace(tmp, path)

@@ -13,9 +13,17 @@ resumes: rerunning after a crash skips the records already written.
 
   python create_data.py --iteration 1 --model_name smollm2-135m --k 3 \\
       --batch_size 32 --output data/star_iter1_train.jsonl --max_samples 100
+
+Sharded generation (one SLURM array task per shard, see slurm/generate_array.sh):
+  --steps generate --shard I --num_shards S   generate the I-th of S contiguous slices of
+                                              the round's prompts (0 <= I < S)
+  --merge_shards S                            join the S finished shards into the step's
+                                              output: the same file, record for record and
+                                              in the same order, as one unsharded run
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from selftrain.cli import base_parser, resolve_config, run
@@ -44,7 +52,24 @@ def parser():
     p.add_argument("--max_new_tokens", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
+    p.add_argument("--shard", type=int, help="with --steps generate: generate only slice I of --num_shards")
+    p.add_argument("--num_shards", type=int, help="number of generation shards")
+    p.add_argument("--merge_shards", type=int, metavar="S", help="merge S finished generation shards")
     return p
+
+
+def shard_slice(items: list, shard: int, num_shards: int) -> list:
+    """The shard-th of num_shards contiguous, nearly equal slices (concatenated in order: all of `items`)."""
+    bounds = [len(items) * i // num_shards for i in range(num_shards + 1)]
+    return items[bounds[shard]:bounds[shard + 1]]
+
+
+def _shard_output(args, shard: int, num_shards: int) -> StageOutput:
+    name = f"samples-shard-{shard}-of-{num_shards}"
+    if args.run_dir and not args.output:
+        return stage_output(name, explicit=None, run_dir=args.run_dir, iteration=args.iteration, default="")
+    final = Path(args.output or f"data/star_iter{args.iteration}_train.jsonl")
+    return StageOutput(Path(f"{final.with_suffix('')}.{name}.jsonl"), None)
 
 
 def default_generator(config, run_dir: str | None, iteration: int) -> str:
@@ -102,11 +127,48 @@ def _step_generate(args, config, outputs, generator: _Generator) -> None:
     from selftrain.stages.generate import generate_samples
 
     prompts = load_train_prompts(config, args.iteration)  # validated before anything is written
+    out, extra = outputs["generate"], {}
+    if args.shard is not None:
+        out = _shard_output(args, args.shard, args.num_shards)
+        if out.is_done():
+            log(f"generate: {out.marker} exists; nothing to do")
+            return
+        extra = {"shard": args.shard, "num_shards": args.num_shards, "round_prompts": len(prompts)}
+        prompts = shard_slice(prompts, args.shard, args.num_shards)
     resolve_model(generator.name)  # a missing model is an input error, before any output exists
     model, tokenizer = generator.get()
-    out = outputs["generate"]
     metrics = generate_samples(config, generator.name, prompts, out.path, args.iteration, model, tokenizer)
-    out.finish(config, {**metrics, "round": describe_round(config, prompts)}, {"model": generator.name})
+    out.finish(config, {**metrics, **extra, "round": describe_round(config, prompts)}, {"model": generator.name})
+
+
+def merge_shards(args, config, out: StageOutput, num_shards: int) -> None:
+    """Join finished shards into the generate step's output, in canonical order, with its marker."""
+    from selftrain.data import describe_round, load_train_prompts
+    from selftrain.records import JsonlAppender, reorder_jsonl
+    from selftrain.stages.generate import sample_ids
+
+    prompts = load_train_prompts(config, args.iteration)
+    shards = [_shard_output(args, i, num_shards) for i in range(num_shards)]
+    markers = []
+    for shard in shards:
+        if shard.marker is not None and not shard.is_done():
+            raise InputError(f"{shard.marker}: missing: shard not finished (run it, then merge)")
+        if not shard.path.is_file():
+            raise InputError(f"{shard.path}: missing: shard not generated")
+        markers.append(json.loads(shard.marker.read_text()) if shard.marker else {"metrics": {}})
+    out.path.unlink(missing_ok=True)  # a merge interrupted before its marker starts over
+    with JsonlAppender(out.path) as appender:
+        for shard in shards:
+            for record in read_jsonl(shard.path):
+                appender.write(record)
+    reorder_jsonl(out.path, sample_ids(prompts, config.num_generations_per_prompt))  # checks nothing is missing
+    total = {key: sum(m["metrics"].get(key, 0) for m in markers)
+             for key in ("generated", "skipped_existing", "generated_tokens", "samples")}
+    seconds = [m["metrics"].get("seconds", 0) for m in markers]
+    out.finish(config, {**total, "prompts": len(prompts), "merged_shards": num_shards,
+                        "shard_seconds": seconds, "round": describe_round(config, prompts)},
+               {"model": markers[0].get("model")})
+    log(f"merged {num_shards} shards into {out.path}")
 
 
 def _step_judge(args, config, outputs, generator: _Generator) -> None:
@@ -144,6 +206,22 @@ def _step_select(args, config, outputs, generator: _Generator) -> None:
     log(f"training set: {out.path}")
 
 
+def _check_shard_args(args, steps: list[str]) -> None:
+    if args.merge_shards is not None:
+        if args.merge_shards < 1 or args.shard is not None:
+            raise InputError("--merge_shards S: S >= 1, and without --shard")
+        args.steps, steps[:] = "generate", ["generate"]
+        return
+    if args.shard is None and args.num_shards is None:
+        return
+    if args.shard is None or args.num_shards is None:
+        raise InputError("--shard and --num_shards go together")
+    if not 0 <= args.shard < args.num_shards:
+        raise InputError(f"--shard {args.shard}: must be in 0..{args.num_shards - 1} (--num_shards {args.num_shards})")
+    if steps != ["generate"]:
+        raise InputError("--shard splits the generate step only: add --steps generate")
+
+
 STEP_FUNCTIONS = {"generate": _step_generate, "judge": _step_judge,
                   "rationalize": _step_rationalize, "select": _step_select}
 
@@ -155,9 +233,16 @@ def main(argv=None):
         if s not in STEPS:
             raise InputError(f"--steps: unknown step {s!r} (expected some of {', '.join(STEPS)})")
     steps = [s for s in STEPS if s in steps]  # always in pipeline order
+    _check_shard_args(args, steps)
     config = resolve_config(args, FLAGS)
     generator = _Generator(args.model_name or default_generator(config, args.run_dir, args.iteration), config)
     outputs = _outputs(args, steps)
+    if args.merge_shards is not None:
+        if outputs["generate"].is_done():
+            log(f"generate: {outputs['generate'].marker} exists; nothing to merge")
+        else:
+            merge_shards(args, config, outputs["generate"], args.merge_shards)
+        return
     for step in steps:
         if outputs[step].is_done():
             log(f"{step}: {outputs[step].marker} exists; nothing to do")

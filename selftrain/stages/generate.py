@@ -14,7 +14,7 @@ from selftrain.generation import Engine, Request, SamplingParams
 from selftrain.logging import log
 from selftrain.models import load_model, load_tokenizer
 from selftrain.prompts import PromptSpec, encode_prompt, render_prompt
-from selftrain.records import JsonlAppender
+from selftrain.records import JsonlAppender, reorder_jsonl
 
 INPUT_FIELDS = ("prompt", "messages", "difficulty", "dataset", "metadata")
 
@@ -60,6 +60,11 @@ def run_requests(model, tokenizer, config: Config, jobs: list[dict], appender: J
             "seconds": round(seconds, 2), "tokens_per_s": round(tokens / seconds, 1) if seconds else 0.0}
 
 
+def sample_ids(prompts: list[dict], n: int) -> list[str]:
+    """The ids of a round's samples in canonical order: prompt by prompt, sample 0..n-1."""
+    return [f"{record['id']}#{j}" for record in prompts for j in range(n)]
+
+
 def generate_samples(config: Config, model_name: str, prompts: list[dict], output_path, iteration: int,
                      model=None, tokenizer=None) -> dict:
     spec = PromptSpec.from_config(config)
@@ -79,6 +84,7 @@ def generate_samples(config: Config, model_name: str, prompts: list[dict], outpu
     log(f"stage 1: {len(prompts)} prompts x {config.num_generations_per_prompt} samples -> {output_path}")
     with JsonlAppender(output_path) as appender:
         metrics = run_requests(model, tokenizer, config, jobs, appender, sampling_params(config), config.batch_size, iteration)
+    reorder_jsonl(output_path, [job["id"] for job in jobs])  # completion order -> canonical order
     metrics.update(prompts=len(prompts), samples=len(jobs))
     log(f"stage 1 done: {metrics}")
     return metrics

@@ -1,0 +1,157 @@
+"""The SLURM wrappers against a real slurmctld (../shared/tools/slurm-local.sh up brings one up).
+
+Skipped, with the reason shown, when no cluster answers. Jobs run the real
+embedded model on a few problems; the node has 2 CPUs and every job asks for
+2, so jobs run one at a time, in submission order when they are free to start.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DONE_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+CONFIG = {
+    "name": "slurm", "base_model_path": "smollm2-135m",
+    "task": {"name": "arithmetic", "difficulties": ["easy"], "n_train": 6, "n_test": 4, "seed": 0},
+    "k": 1, "num_generations_per_prompt": 2, "max_new_tokens": 24, "batch_size": 16, "eval_batch_size": 16,
+    "num_train_epochs": 1, "train_batch_size": 4,
+}
+
+
+def _cluster_answers() -> str | None:
+    if not shutil.which("sbatch"):
+        return "no sbatch on PATH (start a cluster with ../shared/tools/slurm-local.sh up)"
+    try:
+        state = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        return "sinfo timed out: no slurmctld answers"
+    if state.returncode != 0 or not state.stdout.strip():
+        return f"no SLURM cluster answers: {state.stderr.strip() or 'sinfo printed nothing'}"
+    return None
+
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(_cluster_answers() is not None, reason=str(_cluster_answers()))]
+
+
+def clean_env() -> dict:
+    return {k: v for k, v in os.environ.items()
+            if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES") and not k.startswith("SLURM_")}
+
+
+def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=1800, **kwargs)
+
+
+def sbatch(*args: str) -> str:
+    proc = run(["sbatch", "--parsable", *args])
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip().split(";")[0]
+
+
+def job_info(job: str) -> list[dict]:
+    """scontrol's records for a job (several for an array), as key -> value."""
+    proc = run(["scontrol", "show", "job", job, "-o"])
+    if proc.returncode != 0:
+        return []
+    return [dict(re.findall(r"(\w+)=(\S*)", line)) for line in proc.stdout.splitlines() if line.strip()]
+
+
+def wait(jobs: list[str], timeout: float = 900) -> dict[str, str]:
+    """Poll until every job (every task of an array) has ended; its final state per job id."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = {job: [r["JobState"] for r in job_info(job)] for job in jobs}
+        if all(s and all(x in DONE_STATES for x in s) for s in states.values()):
+            return {job: ("COMPLETED" if all(x == "COMPLETED" for x in s) else ",".join(sorted(set(s))))
+                    for job, s in states.items()}
+        assert time.monotonic() < deadline, f"jobs still running after {timeout}s: {states}"
+        time.sleep(2)
+
+
+def write_config(path: Path, **extra) -> Path:
+    path.write_text(json.dumps({**CONFIG, **extra}))
+    return path
+
+
+def files_of(run_dir: Path) -> set[str]:
+    """Relative paths with timestamps folded, logs left out: what a run leaves."""
+    return {re.sub(r"_\d{8}-\d{6}", "_TS", str(p.relative_to(run_dir)))
+            for p in run_dir.rglob("*") if p.is_file() and p.relative_to(run_dir).parts[0] != "logs"}
+
+
+def stage_file(run_dir: Path, n: int, stage: str) -> Path:
+    it = run_dir / f"iter_{n:02d}"
+    return it / json.loads((it / f"{stage}.done").read_text())["output"]
+
+
+def test_one_iteration_with_sbatch_leaves_what_bash_and_make_leave(tmp_path):
+    config = write_config(tmp_path / "slurm.json")
+    local = run(["bash", "slurm/star_iter.sh", f"CONFIG={config}", "N=1", "RUN=local", f"RESULTS={tmp_path}"])
+    assert local.returncode == 0, local.stdout[-3000:] + local.stderr[-3000:]
+    job = sbatch("--output", str(tmp_path / "slurm-%j.out"), "slurm/star_iter.sh", f"CONFIG={config}", "N=1",
+                 "RUN=batch", f"RESULTS={tmp_path}")
+    assert wait([job]) == {job: "COMPLETED"}, (tmp_path / f"slurm-{job}.out").read_text()[-3000:]
+    local_dir, batch_dir = tmp_path / "local", tmp_path / "batch"
+    assert files_of(batch_dir) == files_of(local_dir)
+    assert "iter_01/model/model.safetensors" in files_of(batch_dir)
+    for stage in ("samples", "judged", "train"):  # seeded per request: the same records, byte for byte
+        assert stage_file(batch_dir, 1, stage).read_bytes() == stage_file(local_dir, 1, stage).read_bytes(), stage
+    log = (batch_dir / "logs" / f"star_iter_01_{job}.log").read_text()
+    assert f"job {job}" in log and "iteration 1 of batch done" in log
+    assert "job none (not under SLURM)" in next((local_dir / "logs").glob("star_iter_01_local.log")).read_text()
+
+
+def test_chain_of_two_iterations_runs_in_order(tmp_path):
+    config = write_config(tmp_path / "chain.json")
+    proc = run(["bash", "scripts/submit.sh", f"CONFIG={config}", "RUN=chain", f"RESULTS={tmp_path}",
+                "FROM=1", "TO=2"])
+    assert proc.returncode == 0, proc.stderr
+    jobs = [line.split()[0] for line in proc.stdout.splitlines()]
+    assert [line.split(" ", 1)[1] for line in proc.stdout.splitlines()] == ["iteration 1", "iteration 2"]
+    assert job_info(jobs[1])[0]["Dependency"].startswith(f"afterok:{jobs[0]}")
+    assert wait(jobs) == {j: "COMPLETED" for j in jobs}
+    first, second = job_info(jobs[0])[0], job_info(jobs[1])[0]
+    assert second["StartTime"] >= first["EndTime"]  # ISO timestamps: iteration 2 started after 1 ended
+    run_dir = tmp_path / "chain"
+    marker = json.loads((run_dir / "iter_02" / "samples.done").read_text())
+    assert marker["model"] == str(run_dir / "iter_01" / "model")  # generated with iteration 1's model
+    assert (run_dir / "iter_02" / "eval.done").is_file()
+
+
+def test_a_failed_first_job_leaves_nothing_pending(tmp_path):
+    config = write_config(tmp_path / "broken.json", learning_rat=1e-4)  # a typo: every stage refuses it
+    proc = run(["bash", "scripts/submit.sh", f"CONFIG={config}", "RUN=broken", f"RESULTS={tmp_path}",
+                "FROM=1", "TO=3"])
+    assert proc.returncode == 0, proc.stderr
+    jobs = [line.split()[0] for line in proc.stdout.splitlines()]
+    assert len(jobs) == 3
+    states = wait(jobs, timeout=120)
+    assert states[jobs[0]] == "FAILED"
+    assert all(states[j] == "CANCELLED" for j in jobs[1:]), states  # cancelled, not pending forever
+    assert "unknown key 'learning_rat'" in (tmp_path / "broken" / "logs" / f"star_iter_01_{jobs[0]}.log").read_text()
+
+
+def test_three_shard_array_and_merge_equal_the_unsharded_run(tmp_path):
+    config = write_config(tmp_path / "shards.json")
+    whole = run([str(REPO / ".venv" / "bin" / "python"), "create_data.py", "--config", str(config),
+                 "--run_dir", str(tmp_path / "whole"), "--iteration", "1", "--steps", "generate"])
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    common = [f"CONFIG={config}", "N=1", "RUN=sharded", f"RESULTS={tmp_path}"]
+    array = sbatch("--array=0-2", "--output", str(tmp_path / "gen-%A_%a.out"), "slurm/generate_array.sh", *common)
+    merge = sbatch(f"--dependency=afterok:{array}", "--kill-on-invalid-dep=yes", "--output",
+                   str(tmp_path / "merge-%j.out"), "slurm/merge_shards.sh", *common, "NUM_SHARDS=3")
+    assert wait([array, merge]) == {array: "COMPLETED", merge: "COMPLETED"}
+    sharded = tmp_path / "sharded"
+    shard_sizes = [json.loads((sharded / "iter_01" / f"samples-shard-{i}-of-3.done").read_text())["metrics"]["prompts"]
+                   for i in range(3)]
+    assert shard_sizes == [2, 2, 2]  # 6 prompts in three slices
+    assert stage_file(sharded, 1, "samples").read_bytes() == stage_file(tmp_path / "whole", 1, "samples").read_bytes()
