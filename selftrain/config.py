@@ -137,6 +137,7 @@ class Config:
     warmup_ratio: float = 0.05
     lr_scheduler_type: str = "cosine"
     weight_decay: float = 0.0
+    optim: str = "adamw_torch"  # any optimizer name of transformers' TrainingArguments (e.g. sgd, adamw_8bit)
     max_seq_length: int = 1024  # room for k=10 few-shot prompts plus the reply
     lora_r: int = 16
     lora_alpha: int = 32

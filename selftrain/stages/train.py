@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from selftrain.cli import base_parser, resolve_config, run
 from selftrain.config import Config
 from selftrain.errors import InputError
 from selftrain.logging import log
-from selftrain.models import best_dtype, default_device, from_pretrained
+from selftrain.models import default_device, from_pretrained, parse_dtype
 from selftrain.prompts import PromptSpec, encode_example
 from selftrain.records import iter_jsonl
 from selftrain.runs import StageOutput, finished_output, model_dir, peak_rss_gib
@@ -94,6 +95,23 @@ def _lean_trainer_class():
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
+        def _get_train_sampler(self, train_dataset=None):
+            """Length grouping over the *global* batch, from a generator seeded with `seed`.
+
+            transformers groups by per-device batch x accumulation and draws from the
+            global torch RNG, so the same global batch split over 2 processes saw other
+            examples per step than in one process; grouped this way, process p takes the
+            p-th slice of the same global batches one process accumulates."""
+            if self.args.train_sampling_strategy != "group_by_length":
+                return super()._get_train_sampler(train_dataset)
+            from transformers.trainer_pt_utils import LengthGroupedSampler
+
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            args = self.args
+            global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+            return LengthGroupedSampler(global_batch, lengths=[len(ids) for ids in dataset["input_ids"]],
+                                        generator=torch.Generator().manual_seed(args.seed))
+
     return LeanSFTTrainer
 
 
@@ -112,18 +130,27 @@ def _merged(peft_model, adapter_dir: Path, init_model: str, method: str):
     return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
 
 
-def train(config: Config, train_file, output_dir, init_model: str) -> dict:
+def train(config: Config, train_file, output_dir, init_model: str) -> dict | None:
+    """Train and save; under `accelerate launch` every process trains, the main one saves and returns
+    the metrics, the others return None."""
+    from accelerate import PartialState
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig
 
+    device = default_device()
+    # one process unless started by accelerate launch / torchrun; on CPU the processes talk through gloo
+    state = PartialState(cpu=device.type == "cpu")
+    if state.num_processes == 1 and os.environ.get("ACCELERATE_USE_CPU") and "WORLD_SIZE" not in os.environ:
+        log("note: accelerate launch started a single process; on CPU it starts several only with --multi_gpu "
+            "(its torchrun launcher), e.g. accelerate launch --multi_gpu --num_processes 2 train.py ...")
     rows, spec = read_train_file(train_file)
     tokenizer = from_pretrained(AutoTokenizer, init_model)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     dataset, too_long = build_dataset(tokenizer, rows, spec, config.max_seq_length)
-    device = default_device()
-    use_bf16 = best_dtype(device) == torch.bfloat16
+    precision = parse_dtype(config.dtype, device)  # auto: bf16 where the hardware has it; fp32 trains in fp32
+    use_bf16 = precision == torch.bfloat16
     if config.training_method == "qlora":
         from peft import prepare_model_for_kbit_training
 
@@ -131,7 +158,7 @@ def train(config: Config, train_file, output_dir, init_model: str) -> dict:
 
         quantization = quantization_config_4bit(torch.bfloat16 if use_bf16 else torch.float32)
         model = from_pretrained(AutoModelForCausalLM, init_model, dtype=torch.float32,
-                                quantization_config=quantization, device_map={"": device.index or 0}
+                                quantization_config=quantization, device_map={"": state.local_process_index}
                                 if device.type == "cuda" else {"": "cpu"})
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         quantized = sum(type(m).__name__ == "Linear4bit" for m in model.modules())
@@ -147,26 +174,34 @@ def train(config: Config, train_file, output_dir, init_model: str) -> dict:
                                  task_type="CAUSAL_LM")
     output_dir = Path(output_dir)
     work = output_dir.with_name(output_dir.name + ".partial")
-    shutil.rmtree(work, ignore_errors=True)
+    if state.is_main_process:
+        shutil.rmtree(work, ignore_errors=True)
+    state.wait_for_everyone()
     args = SFTConfig(
         output_dir=str(work / "trainer"), num_train_epochs=config.num_train_epochs,
         per_device_train_batch_size=config.train_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps, learning_rate=config.learning_rate,
         lr_scheduler_type=config.lr_scheduler_type, warmup_steps=config.warmup_ratio,  # < 1: a ratio
-        weight_decay=config.weight_decay, logging_steps=config.logging_steps, save_strategy="no",
-        report_to="none", seed=config.seed, bf16=use_bf16, use_cpu=device.type == "cpu",
+        weight_decay=config.weight_decay, optim=config.optim, logging_steps=config.logging_steps, save_strategy="no",
+        report_to="none", seed=config.seed, bf16=use_bf16, fp16=precision == torch.float16,
+        use_cpu=device.type == "cpu",
         gradient_checkpointing=False,  # TRL turns it on by default: pure slowdown for small models
         max_length=config.max_seq_length, train_sampling_strategy="group_by_length",
         dataloader_num_workers=0, disable_tqdm=False,
     )
     trainer = _lean_trainer_class()(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft_config)
+    world = state.num_processes
     log(f"training on {len(dataset)} examples ({too_long} over max_seq_length skipped), "
-        f"{config.training_method}, bf16={use_bf16}, from {init_model}")
+        f"{config.training_method}, bf16={use_bf16}, from {init_model}, {world} process(es), global batch "
+        f"{config.train_batch_size} x {config.gradient_accumulation_steps} x {world}")
     started = time.perf_counter()
     result = trainer.train()
     seconds = time.perf_counter() - started
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]  # averaged over processes
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None
     trained = trainer.model
     if peft_config is not None:
         trained.save_pretrained(work / "adapter")
@@ -182,6 +217,7 @@ def train(config: Config, train_file, output_dir, init_model: str) -> dict:
         "trained_tokens_per_s": round(tokens / seconds, 1) if seconds else None,
         "loss_history": [round(x, 4) for x in losses], "peak_rss_gib": peak_rss_gib(),
         "training_method": config.training_method, "quantized_4bit_layers": quantized,
+        "processes": world, "global_batch": config.train_batch_size * config.gradient_accumulation_steps * world,
     }
     if not math.isfinite(result.training_loss):
         raise RuntimeError(f"training diverged (loss {result.training_loss}); lower the learning rate")
@@ -217,7 +253,7 @@ def main(argv=None):
     if config.init == "previous" and n > 1:
         init_model = str(model_dir(args.run_dir, n - 1))
     metrics = train(config, train_file, output_dir, init_model)
-    if marker is not None:
+    if marker is not None and metrics is not None:  # the main process writes the marker
         out.finish(config, metrics, {"init_model": init_model, "train_file": str(train_file)})
 
 
