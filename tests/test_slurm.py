@@ -155,3 +155,19 @@ def test_three_shard_array_and_merge_equal_the_unsharded_run(tmp_path):
                    for i in range(3)]
     assert shard_sizes == [2, 2, 2]  # 6 prompts in three slices
     assert stage_file(sharded, 1, "samples").read_bytes() == stage_file(tmp_path / "whole", 1, "samples").read_bytes()
+
+
+def test_multinode_training_wrapper_runs_accelerate_under_srun(tmp_path):
+    config = write_config(tmp_path / "multi.json", lora_dropout=0.0)
+    run_dir = tmp_path / "multi"
+    prepared = run(["make", f"{run_dir}/iter_01/train.done", f"CONFIG={config}", "RUN=multi", f"RESULTS={tmp_path}"])
+    assert prepared.returncode == 0, prepared.stderr[-3000:]
+    job = sbatch("--nodes=1", "--cpus-per-task=2", "--output", str(tmp_path / "train-%j.out"),
+                 "slurm/train_multinode.sh", f"CONFIG={config}", "N=1", "RUN=multi", f"RESULTS={tmp_path}",
+                 "PROCS_PER_NODE=2")
+    assert wait([job]) == {job: "COMPLETED"}, (tmp_path / f"train-{job}.out").read_text()[-3000:]
+    metrics = json.loads((run_dir / "iter_01" / "model.done").read_text())["metrics"]
+    assert metrics["processes"] == 2 and metrics["global_batch"] == 2 * CONFIG["train_batch_size"]
+    assert (run_dir / "iter_01" / "model" / "model.safetensors").is_file()
+    log = (run_dir / "logs" / f"train_multinode_01_{job}.log").read_text()
+    assert "nodes 1 x 2 processes, main localhost:" in log
