@@ -21,6 +21,9 @@ RULE_TYPES = ("math", "code", "json", "regex")
 SELECTION_STRATEGIES = ("sequential", "difficulty_curriculum", "round_robin", "random_weighted")
 FILTER_STRATEGIES = ("correct", "top_k_percent", "threshold", "best_of_n", "none")
 TRAINING_METHODS = ("lora", "full", "qlora")
+METHODS = ("star", "expert_iteration")  # one mk/<method>.mk each
+GENERATION_BACKENDS = ("selftrain", "hf", "openai")
+MOVED = {"generation_engine": "generation.backend"}  # keys of earlier releases, and where they went
 
 BALANCE_KEYS = ("", "answer", "category", "difficulty", "dataset")
 BALANCE_METHODS = ("downsample", "upsample")
@@ -81,9 +84,55 @@ class RewardConfig:
 
 
 @dataclass
+class GenerationConfig:
+    """`generation:` who writes the replies (README: "Generation backends")."""
+
+    backend: str = "selftrain"  # selftrain (in-house engine) | hf (model.generate) | openai (a server)
+    # openai: any OpenAI-compatible server
+    base_url: str = ""  # e.g. http://127.0.0.1:8000/v1; empty with `server` set: the launched server
+    model: str = ""  # the name the server knows the model by; empty: the stage's model (what it serves)
+    api: str = "completions"  # completions: the rendered prompt (server serves the student's weights) | chat: messages
+    api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the key; the key itself is never in a config
+    max_concurrency: int = 8  # requests in flight
+    timeout: float = 120.0  # seconds per request
+    max_retries: int = 5  # the openai client's own retries with backoff (429, 5xx, timeouts, connection errors)
+    use_n: str = "auto"  # auto: ask for N choices with `n`, fall back to N seeded requests if fewer come | never
+    # a server the stage launches for its own model, on a free loopback port, stopped when the stage ends
+    server: str = ""  # "" (use base_url) | llama_cpp | vllm
+    server_python: str = ""  # interpreter of the server's environment (vllm default: .venv-vllm/bin/python)
+    server_args: list[str] = field(default_factory=list)  # extra command-line arguments for the server
+    server_startup_timeout: float = 900.0  # seconds to wait until it answers
+
+    def validate(self, where: str) -> None:
+        def bad(key: str, message: str) -> InputError:
+            return InputError(f"{where}: generation.{key}: {message}")
+
+        for key, allowed in (("backend", GENERATION_BACKENDS), ("api", ("completions", "chat")),
+                             ("use_n", ("auto", "never")), ("server", ("", "llama_cpp", "vllm"))):
+            if getattr(self, key) not in allowed:
+                raise bad(key, f"{getattr(self, key)!r} is not one of {', '.join(repr(a) if not a else a for a in allowed)}")
+        if self.max_concurrency < 1:
+            raise bad("max_concurrency", f"{self.max_concurrency} must be >= 1")
+        if self.max_retries < 0:
+            raise bad("max_retries", f"{self.max_retries} must be >= 0")
+        for key in ("timeout", "server_startup_timeout"):
+            if getattr(self, key) <= 0:
+                raise bad(key, f"{getattr(self, key)} must be > 0")
+        if self.backend == "openai" and not self.server and not self.base_url:
+            raise bad("base_url", "missing: the openai backend needs the server's URL (or generation.server to launch one)")
+        if self.server and self.backend != "openai":
+            raise bad("server", f"{self.server!r} is driven through the openai backend: set generation.backend: openai")
+        if self.server and self.base_url:
+            raise bad("base_url", "give either base_url (a running server) or server (one the stage launches), not both")
+        if self.base_url and not self.base_url.startswith(("http://", "https://")):
+            raise bad("base_url", f"{self.base_url!r} is not an http(s) URL")
+
+
+@dataclass
 class Config:
     # --- seed 000 ---
     name: str = "star"
+    method: str = "star"  # the stage chain: star | expert_iteration (STaR without rationalization)
     base_model_path: str = "smollm2-135m"
     reward_config: RewardConfig = field(default_factory=RewardConfig)
     datasets: list[DatasetConfig] = field(default_factory=list)  # empty: the embedded `task`
@@ -121,7 +170,7 @@ class Config:
     max_new_tokens: int = 128
     batch_size: int = 64  # generation rows in flight
     eval_batch_size: int = 64
-    generation_engine: str = "selftrain"  # selftrain | hf
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
     dtype: str = "auto"  # auto | bf16 | fp32 | fp16 (GPU)
     # --- STaR ---
     rationalize: bool = True
@@ -166,7 +215,8 @@ class Config:
         if self.enable_difficulty_curriculum and self.dataset_selection_strategy != "difficulty_curriculum":
             raise bad("enable_difficulty_curriculum", "true needs dataset_selection_strategy: difficulty_curriculum "
                       f"(it is {self.dataset_selection_strategy!r})")
-        one_of("generation_engine", self.generation_engine, ("selftrain", "hf"))
+        one_of("method", self.method, METHODS)
+        self.generation.validate(where)
         one_of("dtype", self.dtype, ("auto", "bf16", "fp32", "fp16"))
         for i, level in enumerate(self.difficulty_progression):
             one_of(f"difficulty_progression[{i}]", level, DIFFICULTIES)
@@ -293,6 +343,8 @@ def _build(cls, data: dict, where: str, prefix: str = ""):
     hints = get_type_hints(cls)
     names = [f.name for f in fields(cls)]
     for key in data:
+        if prefix + str(key) in MOVED:
+            raise InputError(f"{where}: '{prefix}{key}' is now '{MOVED[prefix + str(key)]}' (same values)")
         if key not in hints:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
