@@ -1,4 +1,4 @@
-# selftrain: iterative self-training (STaR) driven by Make.
+# selftrain: iterative self-training driven by Make; the config's `method` picks the stage chain (mk/<method>.mk).
 #   make demo                      base eval + 3 STaR iterations on the embedded model, then the table
 #   make iter N=2 CONFIG=configs/x.yaml RUN=myrun
 #   make rounds ROUNDS=3           iterations 1..ROUNDS (plus the iteration-0 baseline)
@@ -7,6 +7,8 @@
 #   make submit ROUNDS=3 SHARDS=4  the same iterations as SLURM jobs chained with afterok (slurm/, scripts/)
 #   make test                      the test suite
 # Every stage output is a file target with a completion marker: a rerun redoes only what is missing.
+# Targets that run stages re-enter make with METHOD read from the config (after setup), which includes
+# mk/common.mk and mk/$(METHOD).mk; `make METHOD=x results/<run>/iter_NN/<stage>.done` builds one marker.
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -61,38 +63,28 @@ $(VENV)/.installed: requirements.txt
 $(CONFIG):
 	$(error CONFIG=$(CONFIG) does not exist)
 
-$(RUN_DIR)/iter_00/eval.done: | setup $(CONFIG)
-	$(PY) evaluate.py $(ARGS) --iteration 0
+METHODS := $(filter-out common,$(basename $(notdir $(wildcard mk/*.mk))))
+ifdef METHOD
+ifeq ($(filter $(METHOD),$(METHODS)),)
+$(error METHOD=$(METHOD): no such method; the methods are: $(METHODS))
+endif
+include mk/common.mk mk/$(METHOD).mk
+endif
+# run make again with the config's method (the config check prints its own error, e.g. an unknown method)
+with_method = method=$$($(PY) -m selftrain.config $(CONFIG) method) && $(MAKE) --no-print-directory METHOD=$$method
 
-$(RUN_DIR)/iter_%/samples.done: $$(call generator_dep,$$*) | setup $(CONFIG)
-	$(PY) create_data.py $(ARGS) --iteration $(call num,$*) --steps generate
+iter: | setup $(CONFIG)  ## every stage of iteration N (N=0: the base-model evaluation)
+	@$(with_method) $(RUN_DIR)/iter_$(call two,$(N))/eval.done
 
-$(RUN_DIR)/iter_%/judged.done: $(RUN_DIR)/iter_%/samples.done
-	$(PY) judge.py $(ARGS) --iteration $(call num,$*)
-
-$(RUN_DIR)/iter_%/rationales.done: $(RUN_DIR)/iter_%/judged.done
-	$(PY) rationalize.py $(ARGS) --iteration $(call num,$*)
-
-$(RUN_DIR)/iter_%/train.done: $(RUN_DIR)/iter_%/rationales.done
-	$(PY) create_data.py $(ARGS) --iteration $(call num,$*) --steps select
-
-$(RUN_DIR)/iter_%/model.done: $(RUN_DIR)/iter_%/train.done
-	$(PY) train.py $(ARGS) --iteration $(call num,$*)
-
-$(RUN_DIR)/iter_%/eval.done: $(RUN_DIR)/iter_%/model.done
-	$(PY) evaluate.py $(ARGS) --iteration $(call num,$*)
-
-iter:  ## every stage of iteration N (N=0: the base-model evaluation)
-	@$(MAKE) --no-print-directory $(RUN_DIR)/iter_$(call two,$(N))/eval.done
-
-rounds:  ## the baseline plus iterations 1..ROUNDS (default: num_rounds of the config)
+rounds: | setup $(CONFIG)  ## the baseline plus iterations 1..ROUNDS (default: num_rounds of the config)
 	@test -n "$(ROUNDS)" || { echo "ROUNDS is not set and $(CONFIG) gave no num_rounds"; exit 2; }
-	@$(MAKE) --no-print-directory $(foreach i,$(shell seq 0 $(ROUNDS)),$(RUN_DIR)/iter_$(call two,$(i))/eval.done)
+	@$(with_method) $(foreach i,$(shell seq 0 $(ROUNDS)),$(RUN_DIR)/iter_$(call two,$(i))/eval.done)
 
 report: | setup  ## markdown table and PNG plot of RUN
 	$(PY) -m selftrain.report $(RUN_DIR)
 
-expert-iteration: $(RUN_DIR)/iter_$$(call two,$(EXIT_ITER))/judged.done $(RUN_DIR)/iter_00/eval.done | setup  ## seed 002: all vs correct-only samples of iteration EXIT_ITER, same base, same eval
+expert-iteration: | setup $(CONFIG)  ## seed 002: all vs correct-only samples of iteration EXIT_ITER, same base, same eval
+	@$(with_method) $(RUN_DIR)/iter_$(call two,$(EXIT_ITER))/judged.done $(RUN_DIR)/iter_00/eval.done
 	$(PY) -m selftrain.experiments.expert_iteration $(ARGS) --iteration $(EXIT_ITER)
 
 submit: | setup  ## SLURM: iterations 0..ROUNDS as a chain of jobs (SHARDS=S: stage 1 as an S-task array + merge)

@@ -11,6 +11,7 @@ import os
 import sys
 from typing import Callable
 
+from selftrain.checks import check_runnable
 from selftrain.config import Config, load_config, parse_set_overrides
 from selftrain.errors import InputError
 from selftrain.logging import log
@@ -36,7 +37,7 @@ def resolve_config(args: argparse.Namespace, flag_map: dict[str, str]) -> Config
     if args.iteration < 0:
         raise InputError(f"--iteration {args.iteration}: must be >= 0")
     config = load_config(args.config, overrides)
-    config.check_runnable(args.config or "config")  # refuse what cannot run here, before any work
+    check_runnable(config, args.config or "config")  # refuse what cannot run here, before any work
     return config
 
 
@@ -51,25 +52,3 @@ def run(main: Callable[[list[str] | None], object], argv: list[str] | None = Non
     except KeyboardInterrupt:
         log("interrupted; rerun the same command to resume")
         sys.exit(130)
-
-
-def step_io(args: argparse.Namespace, script: str, input_stage: str, output_stage: str):
-    """Input file and StageOutput of a single-step script (judge.py, rationalize.py).
-
-    By hand: --input X.<input_stage>.jsonl writes X.<output_stage>.jsonl unless --output
-    says otherwise. In a run: the iteration's finished `input_stage` output, and the
-    run layout for the output.
-    """
-    from pathlib import Path
-
-    from selftrain.runs import finished_output, stage_output
-
-    if not args.input and not args.run_dir:
-        raise InputError(f"{script}: give --input (and --output), or --run_dir and --iteration")
-    source = Path(args.input) if args.input else finished_output(args.run_dir, args.iteration, input_stage)
-    output = args.output
-    if not output and not args.run_dir:
-        stem = source.name.removesuffix(".jsonl").removesuffix(f".{input_stage}")
-        output = str(source.with_name(f"{stem}.{output_stage}.jsonl"))
-    return source, stage_output(output_stage, explicit=output, run_dir=args.run_dir, iteration=args.iteration,
-                                default="")

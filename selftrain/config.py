@@ -2,6 +2,8 @@
 
 Precedence: defaults < config file (YAML or JSON) < command-line flags. Unknown
 keys and bad values stop the stage with a message naming the file and key.
+Each section validates itself; combinations that cannot run on this machine
+or with this reward are refused by `selftrain.checks.check_runnable`.
 Every key is listed with its meaning in the README ("Configuration").
 """
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
@@ -29,6 +32,15 @@ BALANCE_KEYS = ("", "answer", "category", "difficulty", "dataset")
 BALANCE_METHODS = ("downsample", "upsample")
 
 
+def _bad(where: str, key: str, message: str) -> InputError:
+    return InputError(f"{where}: {key}: {message}")
+
+
+def _one_of(where: str, key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise _bad(where, key, f"{value!r} is not one of {', '.join(allowed)}")
+
+
 @dataclass
 class TaskConfig:
     """The embedded arithmetic task, generated in memory from a seed."""
@@ -39,6 +51,13 @@ class TaskConfig:
     n_test: int = 200
     seed: int = 0
 
+    def validate(self, where: str) -> None:
+        for i, level in enumerate(self.difficulties):
+            _one_of(where, f"task.difficulties[{i}]", level, DIFFICULTIES)
+        _one_of(where, "task.name", self.name, ("arithmetic",))
+        if self.n_train < 1 or self.n_test < 1:
+            raise _bad(where, "task.n_train/n_test", "must be >= 1")
+
 
 @dataclass
 class DatasetConfig:
@@ -48,6 +67,15 @@ class DatasetConfig:
     weight: float = 1.0
     format: str = "auto"  # auto | seed000 | gsm8k
     split: str = "train"  # for hub ids
+
+    def validate(self, where: str, i: int) -> None:
+        if not self.path:
+            raise _bad(where, f"datasets[{i}].path", "missing")
+        if self.difficulty:
+            _one_of(where, f"datasets[{i}].difficulty", self.difficulty, DIFFICULTIES)
+        _one_of(where, f"datasets[{i}].format", self.format, ("auto", "seed000", "gsm8k"))
+        if self.weight <= 0:
+            raise _bad(where, f"datasets[{i}].weight", f"{self.weight} must be > 0")
 
 
 @dataclass
@@ -81,6 +109,18 @@ class RewardConfig:
     script_path: str = ""
     script_function: str = "score"
     script_timeout: float = 3600.0
+
+    def validate(self, where: str) -> None:
+        _one_of(where, "reward_config.type", self.type, REWARD_TYPES)
+        if self.type == "rule_based":
+            _one_of(where, "reward_config.rule_type", self.rule_type, RULE_TYPES)
+        _one_of(where, "reward_config.regex_mode", self.regex_mode, ("search", "fullmatch"))
+        for key in ("code_timeout", "code_memory_mb", "code_max_output_kb", "code_workers", "reward_batch_size",
+                    "reward_max_length", "api_timeout", "api_batch_size", "script_timeout"):
+            if getattr(self, key) <= 0:
+                raise _bad(where, f"reward_config.{key}", f"{getattr(self, key)} must be > 0")
+        if self.api_max_retries < 0:
+            raise _bad(where, "reward_config.api_max_retries", f"{self.api_max_retries} must be >= 0")
 
 
 @dataclass
@@ -195,94 +235,51 @@ class Config:
     logging_steps: int = 1
 
     def validate(self, where: str = "config") -> "Config":
-        def bad(key: str, message: str) -> InputError:
-            return InputError(f"{where}: {key}: {message}")
-
-        def one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
-            if value not in allowed:
-                raise bad(key, f"{value!r} is not one of {', '.join(allowed)}")
-
-        one_of("reward_config.type", self.reward_config.type, REWARD_TYPES)
-        if self.reward_config.type == "rule_based":
-            one_of("reward_config.rule_type", self.reward_config.rule_type, RULE_TYPES)
-        one_of("dataset_selection_strategy", self.dataset_selection_strategy, SELECTION_STRATEGIES)
-        one_of("filter_strategy", self.filter_strategy, FILTER_STRATEGIES)
-        one_of("training_method", self.training_method, TRAINING_METHODS)
-        one_of("init", self.init, ("base", "previous"))
-        one_of("balance_by", self.balance_by, BALANCE_KEYS)
-        one_of("balance_method", self.balance_method, BALANCE_METHODS)
-        one_of("reward_config.regex_mode", self.reward_config.regex_mode, ("search", "fullmatch"))
-        if self.enable_difficulty_curriculum and self.dataset_selection_strategy != "difficulty_curriculum":
-            raise bad("enable_difficulty_curriculum", "true needs dataset_selection_strategy: difficulty_curriculum "
-                      f"(it is {self.dataset_selection_strategy!r})")
-        one_of("method", self.method, METHODS)
+        """Check every value on its own (each section checks itself); see checks.py for combinations."""
+        self.reward_config.validate(where)
+        self._validate_choices(where)
         self.generation.validate(where)
-        one_of("dtype", self.dtype, ("auto", "bf16", "fp32", "fp16"))
-        for i, level in enumerate(self.difficulty_progression):
-            one_of(f"difficulty_progression[{i}]", level, DIFFICULTIES)
-        for i, level in enumerate(self.task.difficulties):
-            one_of(f"task.difficulties[{i}]", level, DIFFICULTIES)
-        one_of("task.name", self.task.name, ("arithmetic",))
+        self.task.validate(where)
         for i, ds in enumerate(self.datasets):
-            if not ds.path:
-                raise bad(f"datasets[{i}].path", "missing")
-            if ds.difficulty:
-                one_of(f"datasets[{i}].difficulty", ds.difficulty, DIFFICULTIES)
-            one_of(f"datasets[{i}].format", ds.format, ("auto", "seed000", "gsm8k"))
-            if ds.weight <= 0:
-                raise bad(f"datasets[{i}].weight", f"{ds.weight} must be > 0")
+            ds.validate(where, i)
+        self._validate_ranges(where)
+        return self
+
+    def _validate_choices(self, where: str) -> None:
+        for key, allowed in (("dataset_selection_strategy", SELECTION_STRATEGIES),
+                             ("filter_strategy", FILTER_STRATEGIES), ("training_method", TRAINING_METHODS),
+                             ("init", ("base", "previous")), ("balance_by", BALANCE_KEYS),
+                             ("balance_method", BALANCE_METHODS), ("method", METHODS),
+                             ("dtype", ("auto", "bf16", "fp32", "fp16"))):
+            _one_of(where, key, getattr(self, key), allowed)
+        if self.enable_difficulty_curriculum and self.dataset_selection_strategy != "difficulty_curriculum":
+            raise _bad(where, "enable_difficulty_curriculum", "true needs dataset_selection_strategy: "
+                       f"difficulty_curriculum (it is {self.dataset_selection_strategy!r})")
+        for i, level in enumerate(self.difficulty_progression):
+            _one_of(where, f"difficulty_progression[{i}]", level, DIFFICULTIES)
+
+    def _validate_ranges(self, where: str) -> None:
         positive = ["num_generations_per_prompt", "max_new_tokens", "batch_size", "eval_batch_size",
                     "train_batch_size", "gradient_accumulation_steps", "max_per_prompt", "max_seq_length",
                     "lora_r", "lora_alpha", "num_rounds", "rationalization_samples", "logging_steps"]
         for key in positive:
             if getattr(self, key) < 1:
-                raise bad(key, f"{getattr(self, key)} must be >= 1")
+                raise _bad(where, key, f"{getattr(self, key)} must be >= 1")
         for key in ["k", "samples_per_round", "max_samples", "eval_max_samples", "top_k"]:
             if getattr(self, key) < 0:
-                raise bad(key, f"{getattr(self, key)} must be >= 0")
-        if self.task.n_train < 1 or self.task.n_test < 1:
-            raise bad("task.n_train/n_test", "must be >= 1")
+                raise _bad(where, key, f"{getattr(self, key)} must be >= 0")
         if self.temperature < 0:
-            raise bad("temperature", f"{self.temperature} must be >= 0")
-        if not 0 < self.top_p <= 1:
-            raise bad("top_p", f"{self.top_p} must be in (0, 1]")
+            raise _bad(where, "temperature", f"{self.temperature} must be >= 0")
         if self.learning_rate <= 0:
-            raise bad("learning_rate", f"{self.learning_rate} must be > 0")
+            raise _bad(where, "learning_rate", f"{self.learning_rate} must be > 0")
         if self.num_train_epochs <= 0:
-            raise bad("num_train_epochs", f"{self.num_train_epochs} must be > 0")
-        if not 0 <= self.warmup_ratio < 1:
-            raise bad("warmup_ratio", f"{self.warmup_ratio} must be in [0, 1)")
-        if not 0 < self.filter_top_k_percent <= 100:
-            raise bad("filter_top_k_percent", f"{self.filter_top_k_percent} must be in (0, 100]")
-        if not 0 <= self.eval_holdout < 1:
-            raise bad("eval_holdout", f"{self.eval_holdout} must be in [0, 1)")
-        rc = self.reward_config
-        for key in ("code_timeout", "code_memory_mb", "code_max_output_kb", "code_workers", "reward_batch_size",
-                    "reward_max_length", "api_timeout", "api_batch_size", "script_timeout"):
-            if getattr(rc, key) <= 0:
-                raise bad(f"reward_config.{key}", f"{getattr(rc, key)} must be > 0")
-        if rc.api_max_retries < 0:
-            raise bad("reward_config.api_max_retries", f"{rc.api_max_retries} must be >= 0")
-        if not 0 <= self.lora_dropout < 1:
-            raise bad("lora_dropout", f"{self.lora_dropout} must be in [0, 1)")
-        return self
-
-    def check_runnable(self, where: str = "config") -> None:
-        """Refuse, before any work starts, combinations that cannot run here."""
-        from selftrain.data import needs_expected_answer
-        from selftrain.rewards import is_verifiable
-
-        if self.filter_strategy == "correct" and not is_verifiable(self):
-            raise InputError(
-                f"{where}: filter_strategy: 'correct' keeps verified-correct samples, but reward type "
-                f"{self.reward_config.type!r} gives scores, not correctness; use top_k_percent, threshold or best_of_n")
-        if self.balance_by == "answer" and not needs_expected_answer(self):
-            raise InputError(f"{where}: balance_by: 'answer' balances metadata.expected_answer classes, "
-                             f"which only rule-based math scoring requires; use category, difficulty or dataset")
-        if self.training_method == "qlora":
-            from selftrain.models import check_4bit
-
-            check_4bit(where)
+            raise _bad(where, "num_train_epochs", f"{self.num_train_epochs} must be > 0")
+        for key, low, high, shown in (("top_p", 0, 1, "(0, 1]"), ("filter_top_k_percent", 0, 100, "(0, 100]")):
+            if not low < getattr(self, key) <= high:
+                raise _bad(where, key, f"{getattr(self, key)} must be in {shown}")
+        for key in ("warmup_ratio", "eval_holdout", "lora_dropout"):
+            if not 0 <= getattr(self, key) < 1:
+                raise _bad(where, key, f"{getattr(self, key)} must be in [0, 1)")
 
     def to_dict(self, redact: bool = True) -> dict:
         data = dataclasses.asdict(self)
@@ -325,6 +322,8 @@ def _coerce(value: Any, kind: Any, where: str, key: str) -> Any:
             raise bad("an integer" if kind is int else "a number")
         if kind is int and not float(number).is_integer():
             raise bad("an integer")
+        if not math.isfinite(number):  # "nan" and "inf" parse as floats, and NaN passes every range check
+            raise bad("a finite number")
         return kind(number)
     if kind is str:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -409,22 +408,33 @@ def parse_set_overrides(items: list[str]) -> dict:
     return result
 
 
-def main(argv=None) -> None:
-    """`python -m selftrain.config CONFIG KEY`: print one resolved value (used by the Makefile)."""
+def lookup(path: str, key: str):
+    """One resolved value of the config file at `path`; dotted keys reach into sections."""
+    value = load_config(path).to_dict()
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise InputError(f"{path}: no key {key!r}")
+        value = value[part]
+    return value
+
+
+def main(argv=None) -> int:
+    """`python -m selftrain.config CONFIG KEY`: print one resolved value (used by the Makefile).
+
+    Prints `error: ...` and returns 2 on a bad file or key itself, like cli.run, so
+    this module needs nothing above it."""
     import sys
 
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2:
-        raise InputError("usage: python -m selftrain.config CONFIG KEY")
-    value = load_config(argv[0]).to_dict()
-    for part in argv[1].split("."):
-        if not isinstance(value, dict) or part not in value:
-            raise InputError(f"{argv[0]}: no key {argv[1]!r}")
-        value = value[part]
-    print(value)
+    try:
+        if len(argv) != 2:
+            raise InputError("usage: python -m selftrain.config CONFIG KEY")
+        print(lookup(argv[0], argv[1]))
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
 
 
 if __name__ == "__main__":
-    from selftrain.cli import run
-
-    run(main)
+    raise SystemExit(main())

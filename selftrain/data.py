@@ -1,7 +1,8 @@
 """Where prompts come from, and which of them each round takes.
 
 Sources: the config's `datasets` (seed 000: `path`, `name`, `difficulty`,
-`weight`), or the embedded arithmetic task when `datasets` is empty. Every
+`weight`), or the embedded arithmetic task when `datasets` is empty. A local
+file holds seed-000 records or GSM8K's own lines (converted here). Every
 file is read and validated up front, so a bad line stops a stage before it
 writes anything. Each prompt record gets `dataset` (the source's name) and,
 when its source sets one, a default `difficulty`.
@@ -41,6 +42,7 @@ from selftrain.config import Config
 from selftrain.errors import InputError
 from selftrain.logging import log
 from selftrain.records import DIFFICULTIES, read_prompt_records, validate_prompt_record
+from selftrain.tasks.gsm8k import convert_gsm8k_record, is_gsm8k_record, load_gsm8k
 
 
 @dataclass
@@ -63,15 +65,24 @@ def _task_split(config: Config, split: str) -> list[dict]:
             for i, r in enumerate(rows, 1)]
 
 
+def read_prompt_file(path: str | Path, *, required: tuple[str, ...] = (), id_prefix: str | None = None) -> list[dict]:
+    """A local prompt file, validated: seed-000 records, and GSM8K's own lines
+    ({question, answer: "... #### 72"}) converted to them, mixed freely."""
+    stem = Path(path).stem
+
+    def convert(obj: dict, lineno: int) -> dict:
+        return convert_gsm8k_record(obj, lineno, stem) if is_gsm8k_record(obj) else obj
+
+    return read_prompt_records(path, required=required, id_prefix=id_prefix, convert=convert)
+
+
 def _read_dataset(path: str, split: str, fmt: str, required: tuple[str, ...], id_prefix: str | None = None) -> list[dict]:
     local = Path(path).expanduser()
     if local.is_dir():
         local = local / f"{split}.jsonl"
     if local.exists():
-        return read_prompt_records(local, required=required, id_prefix=id_prefix)
+        return read_prompt_file(local, required=required, id_prefix=id_prefix)
     if fmt == "gsm8k" or "gsm8k" in path.lower():
-        from selftrain.tasks.gsm8k import load_gsm8k
-
         return [validate_prompt_record(r, path, i) for i, r in enumerate(load_gsm8k(path, split), 1)]
     raise InputError(f"{path}: dataset file not found")
 

@@ -1,7 +1,8 @@
 """Seed-000 prompt records: reading, validation, and append-only JSONL output.
 
 Every input line is checked before a stage writes anything; a bad line stops
-the stage with `path:line: field: what is wrong` (exit code 2).
+the stage with `path:line: field: what is wrong` (exit code 2). Only the
+seed-000 shape is known here; data.py converts other source formats (GSM8K).
 
 Output files are append-only and flushed record by record, keyed by `id`, so a
 stage killed at any point resumes by skipping the ids already written; a torn
@@ -10,9 +11,11 @@ last line (the process died mid-write) is cut off on resume.
 from __future__ import annotations
 
 import json
+import math
 import os
+from decimal import Decimal
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from selftrain.errors import InputError
 
@@ -49,6 +52,24 @@ def read_jsonl(path: str | Path, *, allow_empty: bool = False) -> list[dict]:
     return rows
 
 
+def answer_text(answer) -> str:
+    """A seed-000 `expected_answer` as the text every stage stores and compares.
+
+    A string stays as it is; a number (the seed allows one) becomes its exact
+    decimal text: 5 -> "5", 3.0 -> "3.0", 1e-07 -> "0.0000001" (never an exponent,
+    which answers.normalize_number would not read). NaN and infinity are no answer to
+    anything; they, booleans and everything else are a ValueError."""
+    if isinstance(answer, str):
+        return answer
+    if isinstance(answer, bool) or not isinstance(answer, (int, float)):
+        raise ValueError(f"expected a string or number, got {answer!r}")
+    if isinstance(answer, int):
+        return str(answer)
+    if not math.isfinite(answer):
+        raise ValueError(f"expected a string or a finite number, got {answer!r}")
+    return format(Decimal(repr(answer)), "f")  # repr: the shortest text that reads back as this float
+
+
 def validate_prompt_record(obj: dict, path, lineno: int, id_prefix: str | None = None) -> dict:
     """Check one seed-000 prompt record; return it with `id` set and answers as strings."""
     has_prompt, has_messages = "prompt" in obj, "messages" in obj
@@ -65,10 +86,10 @@ def validate_prompt_record(obj: dict, path, lineno: int, id_prefix: str | None =
         raise _fail(path, lineno, f"metadata: expected an object, got {type(metadata).__name__}")
     metadata = dict(metadata)
     if "expected_answer" in metadata:
-        answer = metadata["expected_answer"]
-        if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
-            raise _fail(path, lineno, f"metadata.expected_answer: expected a string or number, got {answer!r}")
-        metadata["expected_answer"] = str(answer)
+        try:
+            metadata["expected_answer"] = answer_text(metadata["expected_answer"])
+        except ValueError as exc:
+            raise _fail(path, lineno, f"metadata.expected_answer: {exc}") from None
     if "category" in metadata and not isinstance(metadata["category"], str):
         raise _fail(path, lineno, f"metadata.category: expected a string, got {metadata['category']!r}")
     if "test_cases" in metadata:
@@ -116,19 +137,20 @@ REQUIRED_BECAUSE = {"expected_answer": "rule-based math scoring needs it",
 
 
 def read_prompt_records(path: str | Path, *, need_answer: bool = False, required: tuple[str, ...] = (),
-                        id_prefix: str | None = None) -> list[dict]:
+                        id_prefix: str | None = None,
+                        convert: Callable[[dict, int], dict] | None = None) -> list[dict]:
     """Read and validate a whole prompt file before anything is generated from it.
 
     `required` metadata keys must be on every record (`need_answer`: expected_answer);
-    records without an `id` get `<id_prefix or file stem>-<line>`."""
+    records without an `id` get `<id_prefix or file stem>-<line>`. `convert(obj, lineno)`
+    turns a line of another source format into a seed-000 record first (data.py knows
+    the formats); its ValueError is reported at the line."""
     required = tuple(required) + (("expected_answer",) if need_answer else ())
-    from selftrain.tasks.gsm8k import convert_gsm8k_record, is_gsm8k_record
-
     records, seen = [], set()
     for lineno, obj in iter_jsonl(path):
-        if is_gsm8k_record(obj):
+        if convert is not None:
             try:
-                obj = convert_gsm8k_record(obj, lineno, Path(path).stem)
+                obj = convert(obj, lineno)
             except ValueError as exc:
                 raise _fail(path, lineno, str(exc)) from None
         record = validate_prompt_record(obj, path, lineno, id_prefix)

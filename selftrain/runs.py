@@ -13,7 +13,12 @@ A run lives in `results/<run>/`:
 A `<stage>.done` marker is written last and names the output file plus its
 metrics and resolved config; Make targets depend on markers, so a rerun redoes
 only missing stages. An unfinished stage leaves its timestamped file without a
-marker; the rerun picks that file up and appends to it.
+marker; the rerun picks that file up and appends to it. Which stages a run has
+is the method's chain (mk/<method>.mk); this module knows none of them by name.
+
+Every stage script follows one contract, `open_stage`: resolve its inputs (the
+iteration's finished stages in a run, sibling files by hand), name its output,
+return early when its marker exists, and `finish` with metrics and the config.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selftrain.errors import InputError
+from selftrain.logging import log
 
 PROCESS_START = time.time()  # stage scripts are one process per stage: wall time includes model loading
 
@@ -102,3 +108,78 @@ def finished_output(run_dir: str | Path, iteration: int, stage: str) -> Path:
 def read_marker(run_dir: str | Path, iteration: int, stage: str) -> dict | None:
     marker = iter_dir(run_dir, iteration) / f"{stage}.done"
     return json.loads(marker.read_text()) if marker.is_file() else None
+
+
+def generator_for(config, run_dir: str | Path | None, iteration: int) -> str:
+    """The model that generates in iteration N: the base model for N <= 1, else iteration N-1's model."""
+    if iteration <= 1:
+        return config.base_model_path
+    return str(model_dir(run_dir, iteration - 1))
+
+
+@dataclass
+class Stage:
+    """One stage of one iteration: its inputs by stage name, its output, its marker."""
+
+    name: str
+    inputs: dict[str, Path]
+    output: StageOutput
+
+    @property
+    def path(self) -> Path:
+        return self.output.path
+
+    def done(self) -> bool:
+        """True (and says so) when the marker exists: the stage has nothing to do."""
+        if self.output.is_done():
+            log(f"{self.name}: {self.output.marker} exists; nothing to do")
+            return True
+        return False
+
+    def finish(self, config, metrics: dict, extra: dict | None = None) -> None:
+        inputs = {f"input_{k}" if len(self.inputs) > 1 else "input": str(v) for k, v in self.inputs.items()}
+        self.output.finish(config, metrics, {**inputs, **(extra or {})})
+
+
+def _stem(path: Path, stage: str) -> Path:
+    """data/x.judged.jsonl -> data/x (the name shared by a hand run's files)."""
+    name = path.name.removesuffix(".jsonl").removesuffix(".json").removesuffix(f".{stage}")
+    return path.with_name(name)
+
+
+def open_stage(args, name: str, *, inputs: tuple[str, ...] = (), optional: tuple[str, ...] = (),
+               hand_output: str | None = None, default: str | None = None, suffix: str = ".jsonl") -> Stage:
+    """The stage contract. `args` has run_dir, iteration and, where the script has them, input and output.
+
+    Inputs (stage names): in a run, each finished stage of this iteration (a clear error when one is
+    missing; `optional` ones are left out then); by hand, the first is --input and the others its
+    siblings (`<stem>.<stage>.jsonl`, used when present). Output: --output; else the run layout; else
+    `default`; else beside the first input as `<stem>.<hand_output or name>.jsonl`
+    (`hand_output=""`: `<stem>.jsonl`)."""
+    explicit_input = getattr(args, "input", None)
+    explicit_output = getattr(args, "output", None)
+    found: dict[str, Path] = {}
+    if args.run_dir and not explicit_input:
+        for stage in inputs + optional:
+            marker = iter_dir(args.run_dir, args.iteration) / f"{stage}.done"
+            if stage in optional and not marker.is_file():
+                continue
+            found[stage] = finished_output(args.run_dir, args.iteration, stage)
+    elif inputs:
+        if not explicit_input:
+            raise InputError(f"{name}: give --input (and --output), or --run_dir and --iteration")
+        first = Path(explicit_input)
+        found[inputs[0]] = first
+        for stage in inputs[1:] + optional:
+            sibling = Path(f"{_stem(first, inputs[0])}.{stage}.jsonl")
+            if sibling.is_file():
+                found[stage] = sibling
+            elif stage not in optional:
+                raise InputError(f"{sibling}: missing: run the '{stage}' stage first")
+    if not explicit_output and not args.run_dir and default is None:
+        stem = _stem(found[inputs[0]], inputs[0])
+        label = name if hand_output is None else hand_output
+        explicit_output = f"{stem}.{label}{suffix}" if label else f"{stem}{suffix}"
+    output = stage_output(name, explicit=explicit_output, run_dir=args.run_dir, iteration=args.iteration,
+                          default=default or "", suffix=suffix)
+    return Stage(name, found, output)

@@ -316,3 +316,34 @@ def test_score_symbolic():
         "reward_score": 1.0,
         "answer_found": True,
     }
+
+
+# --- the math reward on samples whose expected answer is a number (seed 000 allows it) ---------
+
+def math_record(expected, response="Answer: 12", id="s1"):
+    return {"id": id, "prompt_id": "p", "response": response, "metadata": {"expected_answer": expected}}
+
+
+@pytest.mark.parametrize("expected, response, correct", [
+    (12, "Answer: 12", True), (12.0, "Answer: 12", True), (12, "Answer: 12.00", True), (0.5, "Answer: 1/2", True),
+    (1e-07, "Answer: 0.0000001", True), (-3, "Answer: -3", True), (12, "Answer: 13", False), ("12", "Answer: 12", True),
+])
+def test_math_reward_compares_numeric_expected_answers_as_numbers(expected, response, correct):
+    from selftrain.rewards.math import MathReward
+
+    (result,) = MathReward().score([math_record(expected, response)])
+    assert result["is_correct"] is correct
+    assert MathReward.check_record(math_record(expected)) is None
+
+
+@pytest.mark.parametrize("expected", [float("nan"), float("inf"), True, None, [12]])
+def test_math_reward_refuses_an_unusable_expected_answer(expected):
+    from selftrain.errors import InputError
+    from selftrain.rewards.math import MathReward
+
+    problem = MathReward.check_record(math_record(expected))
+    assert problem.startswith("metadata.expected_answer: expected a string or")
+    with pytest.raises(InputError, match=r"^record s1: metadata.expected_answer: expected a string or"):
+        MathReward().score([math_record("12", id="s0"), math_record(expected)])
+    assert MathReward.check_record({"id": "s", "response": "12"}) == (
+        "metadata.expected_answer: missing (math scoring needs it)")

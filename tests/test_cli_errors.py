@@ -314,3 +314,100 @@ def test_train_iteration_zero(tmp_path):
     proc = run_script("train.py", "--train_file", train_file, "--iteration", "0", "--output_dir", tmp_path / "m")
     assert error_line(proc).startswith("error: --iteration 0: training starts at iteration 1")
     assert not (tmp_path / "m").exists()
+
+
+# --- judge: numeric expected answers (seed 000 allows them), and no empty or half output file ----------
+
+def test_judge_accepts_numeric_expected_answers(tmp_path):
+    rows = [sample(1, metadata={"expected_answer": 2}), sample(2, metadata={"expected_answer": 3.0}, response="Answer: 3"),
+            sample(3, metadata={"expected_answer": 4}, response="Answer: 5"),
+            sample(4, metadata={"expected_answer": 1e-07}, response="Answer: 0.0000001")]
+    source = samples_file(tmp_path / "s.jsonl", rows)
+    out = tmp_path / "judged.jsonl"
+    proc = run_script("judge.py", "--input", source, "--output", out)
+    assert proc.returncode == 0, proc.stderr
+    judged = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["id"], r["predicted"], r["is_correct"]) for r in judged] == [
+        ("p1#0", "2", True), ("p2#0", "3", True), ("p3#0", "5", False), ("p4#0", "0.0000001", True)]
+    assert judged[0]["metadata"] == {"expected_answer": 2}  # the sample is kept as it came
+    assert not (tmp_path / "judged.jsonl.partial").exists()
+
+
+@pytest.mark.parametrize("answer, expected", [
+    ("NaN", "metadata.expected_answer: expected a string or a finite number, got nan"),
+    ("Infinity", "metadata.expected_answer: expected a string or a finite number, got inf"),
+    ("true", "metadata.expected_answer: expected a string or number, got True"),
+    ("[1]", "metadata.expected_answer: expected a string or number, got [1]"),
+])
+def test_judge_unusable_expected_answer_names_file_and_line(tmp_path, answer, expected):
+    text = json.dumps(sample(2)).replace('"expected_answer": "3"', f'"expected_answer": {answer}')
+    source = samples_file(tmp_path / "s.jsonl", [sample(1), text, sample(3)])
+    assert judge_run(tmp_path, source) == f"error: {source}:2: {expected}"
+
+
+def test_judge_missing_expected_answer_names_file_and_line(tmp_path):
+    source = samples_file(tmp_path / "s.jsonl", [sample(1), sample(2, metadata={})])
+    assert judge_run(tmp_path, source) == (
+        f"error: {source}:2: metadata.expected_answer: missing (math scoring needs it)")
+
+
+class FailingReward:
+    """Scores like the math reward until it has scored `good` records, then fails."""
+
+    name = "failing"
+
+    def __init__(self, good: int, error: BaseException):
+        self.left, self.error = good, error
+
+    def score(self, records):
+        if self.left < len(records):
+            raise self.error
+        self.left -= len(records)
+        return [{"reward_score": 1.0, "is_correct": True, "answer_found": True} for _ in records]
+
+
+@pytest.mark.parametrize("error", [RuntimeError("scorer crashed"), KeyboardInterrupt()])
+def test_judge_by_hand_builds_its_output_aside_and_resumes(tmp_path, monkeypatch, error):
+    from selftrain.config import Config
+    from selftrain.stages import judge
+
+    source = samples_file(tmp_path / "s.jsonl", [sample(i) for i in range(5)])
+    out, partial = tmp_path / "judged.jsonl", tmp_path / "judged.jsonl.partial"
+    monkeypatch.setattr(judge, "CHUNK", 2)
+    monkeypatch.setattr(judge, "get_reward", lambda config: FailingReward(2, error))
+    with pytest.raises(type(error)):
+        judge.judge_file(Config(), source, out, aside=True)
+    assert not out.exists()  # a half file never sits where a finished one would
+    assert [json.loads(line)["id"] for line in partial.read_text().splitlines()] == ["p0#0", "p1#0"]
+
+    monkeypatch.setattr(judge, "get_reward", lambda config: FailingReward(3, error))  # only the 3 left to do
+    metrics = judge.judge_file(Config(), source, out, aside=True)
+    assert metrics["samples"] == 5 and not partial.exists()
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [f"p{i}#0" for i in range(5)]
+
+
+@pytest.mark.parametrize("aside", [False, True])
+def test_judge_failing_before_any_record_leaves_no_file(tmp_path, monkeypatch, aside):
+    from selftrain.config import Config
+    from selftrain.stages import judge
+
+    source = samples_file(tmp_path / "s.jsonl", [sample(1), sample(2)])
+    monkeypatch.setattr(judge, "get_reward", lambda config: FailingReward(0, RuntimeError("down")))
+    before = snapshot(tmp_path)
+    with pytest.raises(RuntimeError):
+        judge.judge_file(Config(), source, tmp_path / "judged.jsonl", aside=aside)
+    assert snapshot(tmp_path) == before
+
+
+def test_judge_in_a_run_keeps_the_unfinished_file_to_resume(tmp_path, monkeypatch):
+    """In a run the marker tells finished from unfinished: the timestamped file is appended to on rerun."""
+    from selftrain.config import Config
+    from selftrain.stages import judge
+
+    source = samples_file(tmp_path / "s.jsonl", [sample(i) for i in range(3)])
+    out = tmp_path / "judged_20250101-000000.jsonl"
+    monkeypatch.setattr(judge, "CHUNK", 1)
+    monkeypatch.setattr(judge, "get_reward", lambda config: FailingReward(1, RuntimeError("down")))
+    with pytest.raises(RuntimeError):
+        judge.judge_file(Config(), source, out)
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["p0#0"]

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from selftrain.checks import check_runnable
 from selftrain.config import Config, DatasetConfig, load_config, parse_set_overrides
 from selftrain.errors import InputError
 
@@ -32,7 +33,7 @@ def test_defaults_validate():
     assert config.validate() is config
     assert config.base_model_path == "smollm2-135m"
     assert config.task.difficulties == ["easy"]
-    config.check_runnable()
+    check_runnable(config)
 
 
 def test_yaml_file_loads(tmp_path):
@@ -123,7 +124,12 @@ def test_unknown_key_names_file_and_key(tmp_path, text, expected):
     ("learning_rate: 0\n", "learning_rate", "must be > 0"),
     ("warmup_ratio: 1\n", "warmup_ratio", "must be in [0, 1)"),
     ("filter_strategy: best\n", "filter_strategy", "'best' is not one of correct, top_k_percent"),
-    ("generation_engine: vllm\n", "generation_engine", "'vllm' is not one of selftrain, hf"),
+    ("generation: {backend: vllm}\n", "generation.backend", "'vllm' is not one of selftrain, hf, openai"),
+    ("generation: {backend: openai}\n", "generation.base_url", "missing: the openai backend needs the server's URL"),
+    ("generation: {max_concurrency: 0}\n", "generation.max_concurrency", "0 must be >= 1"),
+    ("method: dpo\n", "method", "'dpo' is not one of star, expert_iteration"),
+    ("temperature: .nan\n", "temperature", "expected a finite number, got nan"),
+    ("learning_rate: .inf\n", "learning_rate", "expected a finite number, got inf"),
     ("dtype: int8\n", "dtype", "'int8' is not one of"),
     ("task: {difficulties: [easy, insane]}\n", "task.difficulties[1]", "'insane' is not one of"),
     ("reward_config: {type: magic}\n", "reward_config.type", "'magic' is not one of"),
@@ -182,7 +188,7 @@ def test_there_are_shipped_configs():
 def test_shipped_config_parses_validates_and_is_supported(path):
     config = load_config(path)
     assert config.validate(str(path)) is config
-    config.check_runnable(str(path))
+    check_runnable(config, str(path))
 
 
 # --- check_runnable and to_dict ---------------------------------------------------------------
@@ -198,7 +204,7 @@ def test_shipped_config_parses_validates_and_is_supported(path):
 def test_check_runnable_refuses_combinations_that_cannot_work(overrides, expected):
     config = load_config(None, overrides)  # each value is valid on its own
     with pytest.raises(InputError, match=expected.replace("(", r"\(")):
-        config.check_runnable("run.yaml")
+        check_runnable(config, "run.yaml")
 
 
 @pytest.mark.parametrize("overrides", [
@@ -208,7 +214,7 @@ def test_check_runnable_refuses_combinations_that_cannot_work(overrides, expecte
     {"dataset_selection_strategy": "round_robin"}, {"dataset_selection_strategy": "random_weighted"},
 ])
 def test_check_runnable_accepts_every_seed000_value(overrides):
-    load_config(None, overrides).check_runnable()
+    check_runnable(load_config(None, overrides))
 
 
 def test_qlora_without_4bit_support_stops_with_a_clear_message(monkeypatch):
@@ -224,7 +230,7 @@ def test_qlora_without_4bit_support_stops_with_a_clear_message(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_bitsandbytes)
     config = load_config(None, {"training_method": "qlora"})
     with pytest.raises(InputError, match="run.yaml: training_method: qlora needs bitsandbytes 4-bit"):
-        config.check_runnable("run.yaml")
+        check_runnable(config, "run.yaml")
 
 
 def test_enable_difficulty_curriculum_needs_the_curriculum_strategy():
@@ -269,3 +275,80 @@ def test_dotted_override_into_a_scalar_from_the_file_is_an_input_error(tmp_path)
     path.write_text("task: 5\n")
     with pytest.raises(InputError, match="task.n_train: 'task' is not a section"):
         load_config(path, {"task.n_train": 3})
+
+
+# --- the generation: section and keys that moved ---------------------------------------------
+
+def test_set_overrides_reach_the_generation_section():
+    overrides = parse_set_overrides(["generation.backend=openai", "generation.base_url=http://127.0.0.1:8000/v1",
+                                     "generation.max_concurrency=3", "method=expert_iteration"])
+    config = load_config(None, overrides)
+    assert config.generation.backend == "openai" and config.generation.max_concurrency == 3
+    assert config.generation.base_url == "http://127.0.0.1:8000/v1" and config.method == "expert_iteration"
+    assert config.generation.api == "completions"  # unset keys of the section keep their defaults
+    with pytest.raises(InputError, match=r"^config: generation.base_url: missing"):
+        load_config(None, parse_set_overrides(["generation.backend=openai"]))
+
+
+def test_set_generation_backend_through_a_stage_command_line(tmp_path):
+    from selftrain.cli import base_parser, resolve_config
+
+    path = write(tmp_path, "run.yaml", "generation: {backend: hf}\n")
+    args = base_parser("test").parse_args(["--config", str(path), "--set", "generation.backend=openai",
+                                           "--set", "generation.base_url=http://127.0.0.1:9/v1"])
+    config = resolve_config(args, {})
+    assert (config.generation.backend, config.generation.base_url) == ("openai", "http://127.0.0.1:9/v1")
+
+
+def test_the_old_generation_engine_key_says_where_it_went(tmp_path):
+    path = write(tmp_path, "run.yaml", "generation_engine: hf\n")
+    assert error_of(path) == f"{path}: 'generation_engine' is now 'generation.backend' (same values)"
+    assert error_of(None, parse_set_overrides(["generation_engine=hf"])) == (
+        "config: 'generation_engine' is now 'generation.backend' (same values)")
+
+
+def test_each_section_validates_itself():
+    from selftrain.config import GenerationConfig, RewardConfig, TaskConfig
+
+    with pytest.raises(InputError, match=r"^f.yaml: reward_config.api_timeout: 0 must be > 0$"):
+        RewardConfig(api_timeout=0).validate("f.yaml")
+    with pytest.raises(InputError, match=r"^f.yaml: task.n_train/n_test: must be >= 1$"):
+        TaskConfig(n_test=0).validate("f.yaml")
+    with pytest.raises(InputError, match=r"^f.yaml: datasets\[2\].format: 'csv' is not one of auto, seed000, gsm8k$"):
+        DatasetConfig(path="a.jsonl", format="csv").validate("f.yaml", 2)
+    with pytest.raises(InputError, match=r"^f.yaml: generation.timeout: 0 must be > 0$"):
+        GenerationConfig(timeout=0).validate("f.yaml")
+    for section in (RewardConfig(), TaskConfig(), GenerationConfig()):
+        section.validate("f.yaml")
+    DatasetConfig(path="a.jsonl").validate("f.yaml", 0)
+
+
+# --- python -m selftrain.config CONFIG KEY (the Makefile reads num_rounds and method with it) ----
+
+def config_value(*args) -> "subprocess.CompletedProcess":
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "selftrain.config", *map(str, args)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_module_prints_one_resolved_value(tmp_path):
+    path = write(tmp_path, "run.yaml", "num_rounds: 5\nmethod: expert_iteration\ngeneration: {backend: hf}\n")
+    for key, expected in (("num_rounds", "5"), ("method", "expert_iteration"), ("generation.backend", "hf"),
+                          ("temperature", str(Config().temperature))):
+        proc = config_value(path, key)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (0, expected + "\n", ""), key
+
+
+@pytest.mark.parametrize("args, expected", [
+    (("{path}", "num_roundz"), "error: {path}: no key 'num_roundz'"),
+    (("{path}", "num_rounds.x"), "error: {path}: no key 'num_rounds.x'"),
+    (("{missing}", "num_rounds"), "error: {missing}: config file not found"),
+    (("{path}",), "error: usage: python -m selftrain.config CONFIG KEY"),
+])
+def test_module_bad_file_or_key_is_one_error_line_and_exit_2(tmp_path, args, expected):
+    names = {"path": write(tmp_path, "run.yaml", "num_rounds: 5\n"), "missing": tmp_path / "nope.yaml"}
+    proc = config_value(*(a.format(**names) for a in args))
+    assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", expected.format(**names) + "\n")
+

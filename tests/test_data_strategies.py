@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from selftrain.config import load_config
-from selftrain.data import load_eval_prompts, load_train_prompts
+from selftrain.data import load_eval_prompts, load_train_prompts, read_prompt_file
 from selftrain.errors import InputError
 
 
@@ -222,3 +222,42 @@ def test_what_a_reward_needs_is_checked_before_generation(tmp_path, reward, miss
         load_train_prompts(config([{"path": path}], **reward), 1)
     load_train_prompts(config([{"path": path}], **{"reward_config.rule_type": "regex",
                                                    "reward_config.regex_pattern": "x"}), 1)
+
+
+# --- source formats: a local file holds seed-000 records or GSM8K's own lines -----------------------
+
+def write_jsonl(path: Path, lines: list) -> Path:
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+    return path
+
+
+def test_gsm8k_lines_are_converted(tmp_path):
+    path = write_jsonl(tmp_path / "gsm.jsonl", [
+        {"question": "Tom has 3 apples and buys 4. How many?", "answer": "3 + 4 = <<3+4=7>>7\n#### 7"},
+        {"question": "Big?", "answer": "1000 + 234 = 1234\n#### 1,234"},
+        {"id": "own", "prompt": "And 1 + 1?", "metadata": {"expected_answer": 2}},  # formats may mix
+    ])
+    records = read_prompt_file(path, required=("expected_answer",))
+    assert records[0]["prompt"] == "Tom has 3 apples and buys 4. How many?"
+    assert records[0]["metadata"]["expected_answer"] == "7"
+    assert records[0]["metadata"]["reference_rationale"] == "3 + 4 = 7"
+    assert records[1]["metadata"]["expected_answer"] == "1234"
+    assert [r["id"] for r in records] == ["gsm8k-gsm-000001", "gsm8k-gsm-000002", "own"]
+    assert records[2]["metadata"]["expected_answer"] == "2"
+    c = config([{"path": str(path)}])
+    assert ids(load_train_prompts(c, 1)) == ["gsm8k-gsm-000001", "gsm8k-gsm-000002", "own"]
+
+
+def test_bad_gsm8k_line_names_file_and_line(tmp_path):
+    path = write_jsonl(tmp_path / "gsm.jsonl", [{"question": "q?", "answer": "#### 1"},
+                                                {"question": "q?", "answer": "so #### "}])
+    with pytest.raises(InputError, match=rf"^{path}:2: answer: nothing after '####'$"):
+        read_prompt_file(path)
+
+
+def test_nan_expected_answer_stops_loading_at_its_line(tmp_path):
+    path = write_jsonl(tmp_path / "nan.jsonl", [{"prompt": "q1", "metadata": {"expected_answer": 1}},
+                                                '{"prompt": "q2", "metadata": {"expected_answer": NaN}}'])
+    with pytest.raises(InputError, match=rf"^{path}:2: metadata.expected_answer: expected a string or a finite "
+                                         r"number, got nan$"):
+        load_train_prompts(config([{"path": str(path)}]), 1)

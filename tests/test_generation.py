@@ -6,13 +6,8 @@ import pytest
 import torch
 
 from selftrain.errors import InputError
-from selftrain.generation import (
-    Engine,
-    Request,
-    SamplingParams,
-    common_prefix_length,
-    sample_next,
-)
+from selftrain.generation import SamplingParams, request_seed
+from selftrain.generation.engine import Engine, TokenRequest, common_prefix_length, sample_next
 from selftrain.models import load_model
 
 MAX_NEW = 16
@@ -74,11 +69,11 @@ def expected(raw: list[int], stops: set[int], limit: int) -> tuple[list[int], st
     return raw[:limit], "length"
 
 
-def run(model, tokenizer, prompts, params, keys=None, **kwargs) -> dict:
+def run(model, tokenizer, prompts, params, keys=None, seed=0, **kwargs) -> dict:
     kwargs.setdefault("progress", False)
     engine = Engine(model, tokenizer, params, **kwargs)
     keys = keys or [f"r{i}" for i in range(len(prompts))]
-    requests = [Request(key, ids) for key, ids in zip(keys, prompts)]
+    requests = [TokenRequest(key, ids, request_seed(seed, key)) for key, ids in zip(keys, prompts)]
     completions = list(engine.generate(requests))
     assert sorted(c.key for c in completions) == sorted(keys), "one completion per request"
     assert engine.stats["generated_tokens"] == sum(len(c.token_ids) for c in completions)

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from selftrain.errors import InputError
-from selftrain.records import JsonlAppender, read_jsonl, read_prompt_records, validate_prompt_record
+from selftrain.records import JsonlAppender, answer_text, read_jsonl, read_prompt_records, validate_prompt_record
 
 
 def write_lines(path, lines) -> str:
@@ -77,17 +77,40 @@ def test_validation_does_not_mutate_the_input():
     assert obj == {"prompt": "q", "metadata": {"expected_answer": 4}}
 
 
-def test_gsm8k_lines_are_converted(tmp_path):
-    lines = [
-        {"question": "Tom has 3 apples and buys 4. How many?", "answer": "3 + 4 = <<3+4=7>>7\n#### 7"},
-        {"question": "Big?", "answer": "1000 + 234 = 1234\n#### 1,234"},
-    ]
-    records = read_prompt_records(write_lines(tmp_path / "gsm.jsonl", lines), need_answer=True)
-    assert records[0]["prompt"] == "Tom has 3 apples and buys 4. How many?"
-    assert records[0]["metadata"]["expected_answer"] == "7"
-    assert records[0]["metadata"]["reference_rationale"] == "3 + 4 = 7"
-    assert records[1]["metadata"]["expected_answer"] == "1234"
-    assert records[0]["id"] != records[1]["id"]
+def test_lines_of_another_format_are_not_converted_here(tmp_path):
+    """records knows only the seed-000 shape (data.read_prompt_file converts GSM8K)."""
+    path = write_lines(tmp_path / "gsm.jsonl", [{"question": "Big?", "answer": "1000 + 234 = 1234\n#### 1,234"}])
+    with pytest.raises(InputError, match=r":1: prompt: missing"):
+        read_prompt_records(path)
+
+
+def test_convert_hook_runs_before_validation_and_its_errors_name_the_line(tmp_path):
+    def convert(obj, lineno):
+        if "q" not in obj:
+            raise ValueError("q: missing")
+        return {"prompt": obj["q"], "metadata": {"line": lineno}}
+
+    path = write_lines(tmp_path / "q.jsonl", [{"q": "one?"}, "", {"q": "two?"}])
+    records = read_prompt_records(path, convert=convert)
+    assert [(r["prompt"], r["metadata"]["line"], r["id"]) for r in records] == [("one?", 1, "q-000001"),
+                                                                              ("two?", 3, "q-000003")]
+    bad = write_lines(tmp_path / "bad.jsonl", [{"q": "one?"}, {"x": 1}])
+    with pytest.raises(InputError, match=rf"^{bad}:2: q: missing$"):
+        read_prompt_records(bad, convert=convert)
+
+
+@pytest.mark.parametrize("answer, text", [
+    ("Paris", "Paris"), (" 12 ", " 12 "), (5, "5"), (-3, "-3"), (10**30, str(10**30)), (3.0, "3.0"), (2.5, "2.5"),
+    (1e-07, "0.0000001"), (1e20, "100000000000000000000"), (-0.25, "-0.25"),
+])
+def test_answer_text_keeps_strings_and_writes_numbers_exactly(answer, text):
+    assert answer_text(answer) == text
+
+
+@pytest.mark.parametrize("answer", [float("nan"), float("inf"), float("-inf"), True, None, [1], {"a": 1}])
+def test_answer_text_refuses_what_is_no_answer(answer):
+    with pytest.raises(ValueError, match="expected a string or"):
+        answer_text(answer)
 
 
 # --- errors: `path:line: field: ...` ---------------------------------------------
@@ -119,7 +142,12 @@ ERRORS = {
     "id bool": ([{"id": True, "prompt": "q"}], 1, "id: expected a string"),
     "duplicate id": ([{"id": "a", "prompt": "q"}, {"id": "b", "prompt": "q"}, "", {"id": "a", "prompt": "r"}],
                      4, "id: 'a' appears twice"),
-    "gsm8k empty answer": ([{"question": "q?", "answer": "so #### "}], 1, "answer: nothing after '####'"),
+    "answer NaN": ([GOOD, '{"prompt": "q", "metadata": {"expected_answer": NaN}}'], 2,
+                   "metadata.expected_answer: expected a string or a finite number, got nan"),
+    "answer Infinity": (['{"prompt": "q", "metadata": {"expected_answer": Infinity}}'], 1,
+                        "metadata.expected_answer: expected a string or a finite number, got inf"),
+    "answer -Infinity": (['{"prompt": "q", "metadata": {"expected_answer": -Infinity}}'], 1,
+                         "metadata.expected_answer: expected a string or a finite number, got -inf"),
 }
 
 

@@ -63,7 +63,9 @@ class Request:
 class Completion:
     key: str
     text: str
-    num_tokens: int  # generated tokens, without the stop token
+    # generated tokens, without the stop token; None when the backend cannot tell (the openai backend
+    # for a call that returned n > 1 choices: the API counts only their total)
+    num_tokens: int | None
     finish_reason: str  # "stop" (a stop token or string ended it) or "length" (max_new_tokens reached)
     token_ids: tuple[int, ...] | None = None  # local backends only (benchmark agreement, tests)
 

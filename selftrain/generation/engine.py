@@ -13,12 +13,12 @@ busy instead:
 - every request samples from its own seeded random stream, so what a request
   gets does not depend on which other requests share its batch.
 
-`engine: hf` runs plain `model.generate` instead, for architectures whose cache
+`engine="hf"` runs plain `model.generate` instead, for architectures whose cache
 this engine does not handle; it is also the baseline of `bench/bench_generation.py`.
+This module works in token ids; `local.py` wraps it in the text-level Backend.
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -28,32 +28,21 @@ from tqdm import tqdm
 from transformers.cache_utils import DynamicLayer
 
 from selftrain.errors import InputError
+from selftrain.generation import SamplingParams
 
 
 @dataclass(frozen=True)
-class SamplingParams:
-    temperature: float = 0.7  # 0 means greedy
-    top_p: float = 1.0
-    top_k: int = 0  # 0 means no top-k cut
-    max_new_tokens: int = 128
-
-
-@dataclass(frozen=True)
-class Request:
-    key: str  # unique id of this (prompt, sample) pair; also seeds its random stream
+class TokenRequest:
+    key: str
     prompt_ids: list[int]
+    seed: int  # this request's own random stream (`selftrain.generation.request_seed`)
 
 
 @dataclass(frozen=True)
-class Completion:
+class TokenCompletion:
     key: str
     token_ids: list[int]  # generated tokens, without the stop token
     finish_reason: str  # "stop" (stop token seen) or "length" (max_new_tokens reached)
-
-
-def request_seed(seed: int, key: str) -> int:
-    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def _filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
@@ -199,14 +188,14 @@ def _left_pad(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
 class Engine:
     """Generate completions for many requests with `batch_size` rows in flight."""
 
-    def __init__(self, model, tokenizer, params: SamplingParams, batch_size: int = 64, seed: int = 0,
+    def __init__(self, model, tokenizer, params: SamplingParams, batch_size: int = 64,
                  stop_ids: Iterable[int] | None = None, progress: bool = True, engine: str = "selftrain"):
         if engine not in ("selftrain", "hf"):
             raise InputError(f"generation engine {engine!r}: expected 'selftrain' or 'hf'")
         if batch_size < 1:
             raise InputError(f"batch_size {batch_size}: must be at least 1")
         self.model, self.tokenizer, self.params = model, tokenizer, params
-        self.batch_size, self.seed, self.progress, self.engine = batch_size, seed, progress, engine
+        self.batch_size, self.progress, self.engine = batch_size, progress, engine
         stops = set(stop_ids) if stop_ids is not None else _default_stop_ids(model, tokenizer)
         self.stop_ids = torch.tensor(sorted(stops), dtype=torch.long)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(self.stop_ids[0])
@@ -214,7 +203,7 @@ class Engine:
         self.stats = {"generated_tokens": 0, "seconds": 0.0, "prompt_tokens": 0}
 
     # ---------------------------------------------------------------- public
-    def generate(self, requests: list[Request]) -> Iterator[Completion]:
+    def generate(self, requests: list[TokenRequest]) -> Iterator[TokenCompletion]:
         """Yield one Completion per request, in the order they finish."""
         if not requests:
             return
@@ -237,7 +226,7 @@ class Engine:
             bar.close()
 
     # ------------------------------------------------------ continuous batching
-    def _run_continuous(self, requests: list[Request]) -> Iterator[Completion]:
+    def _run_continuous(self, requests: list[TokenRequest]) -> Iterator[TokenCompletion]:
         _check_cache_support(self.model)
         waiting = sorted(requests, key=lambda r: len(r.prompt_ids))  # short first: little padding per group
         prefix_len = common_prefix_length([r.prompt_ids for r in requests])
@@ -263,12 +252,12 @@ class Engine:
                     continue
                 if token in stop_set:
                     row["alive"] = False
-                    yield Completion(row["key"], row["out"], "stop")
+                    yield TokenCompletion(row["key"], row["out"], "stop")
                     continue
                 row["out"].append(token)
                 if len(row["out"]) >= self.params.max_new_tokens:
                     row["alive"] = False
-                    yield Completion(row["key"], row["out"], "length")
+                    yield TokenCompletion(row["key"], row["out"], "length")
             if not batch.alive:
                 continue
             next_tokens = self._decode_step(batch, next_tokens)
@@ -278,7 +267,7 @@ class Engine:
         out = self.model(input_ids=ids, use_cache=True)
         return out.past_key_values
 
-    def _prefill(self, group: list[Request], prefix_len: int, prefix_cache):
+    def _prefill(self, group: list[TokenRequest], prefix_len: int, prefix_cache):
         """Run the prompts of `group` (after the shared prefix), left-padded.
 
         Returns their cache, attention mask, row states and first sampled tokens."""
@@ -299,7 +288,7 @@ class Engine:
         rows = []
         for r in group:
             gen = torch.Generator(device="cpu")
-            gen.manual_seed(request_seed(self.seed, r.key))
+            gen.manual_seed(r.seed)
             rows.append({"key": r.key, "out": [], "gen": gen, "alive": True})
         first = sample_next(out.logits[:, -1, :].cpu(), self.params, [row["gen"] for row in rows])
         return out.past_key_values, mask, rows, first
@@ -315,7 +304,7 @@ class Engine:
         return sample_next(out.logits[:, -1, :].cpu(), self.params, [row["gen"] for row in batch.rows])
 
     # ------------------------------------------------------------ plain HF
-    def _run_hf(self, requests: list[Request]) -> Iterator[Completion]:
+    def _run_hf(self, requests: list[TokenRequest]) -> Iterator[TokenCompletion]:
         """model.generate on fixed batches (the baseline); sampling is seeded per batch, not per request."""
         stop_set = set(self.stop_ids.tolist())
         for begin in range(0, len(requests), self.batch_size):
@@ -327,7 +316,7 @@ class Engine:
                 ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
                 mask[i, width - len(r.prompt_ids):] = 1
             self.stats["prompt_tokens"] += int(mask.sum())
-            torch.manual_seed(request_seed(self.seed, group[0].key))
+            torch.manual_seed(group[0].seed)
             sampling = self.params.temperature > 0
             out = self.model.generate(
                 input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
@@ -343,7 +332,7 @@ class Engine:
                         reason = "stop"
                         break
                     tokens.append(t)
-                yield Completion(r.key, tokens, reason)
+                yield TokenCompletion(r.key, tokens, reason)
 
 
 def _default_stop_ids(model, tokenizer) -> set[int]:
@@ -380,5 +369,5 @@ def _check_cache_support(model) -> None:
         names = ", ".join(sorted(k.__name__ for k in kinds))
         raise InputError(
             f"generation engine 'selftrain' supports plain full-attention caches; this model uses {names}. "
-            f"Set `generation_engine: hf` in the config."
+            f"Set `generation.backend: hf` in the config."
         )

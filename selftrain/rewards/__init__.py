@@ -16,7 +16,10 @@ result has at least:
 
 plus type-specific fields (`predicted`, `tests_passed`, `reward_error`, ...).
 `reward.verifiable` says whether `is_correct` is meaningful (the `correct`
-filter and rationalization need it). No reward ever falls back to a default
+filter and rationalization need it). A reward class may also have
+`check_record(record) -> str | None`, what makes a record unscorable (e.g.
+"metadata.expected_answer: missing"); the judge asks it for every sample before
+it writes anything, so bad input stops the stage at its file and line. No reward ever falls back to a default
 or random score: a failure is an exception (InputError for bad input or an
 unreachable service), never a made-up number.
 """

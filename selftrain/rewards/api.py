@@ -28,15 +28,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import ssl
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from http.client import HTTPException
 
 from selftrain.errors import InputError
+from selftrain.http import (Transient, is_transient_status, key_from_env, parse_retry_after, preview, redact,
+                            with_retries)
 from selftrain.logging import log
 from selftrain.rewards import question_of
 
@@ -44,28 +44,15 @@ from selftrain.rewards import question_of
 def check_score(value) -> float:
     """A reward as a float; ValueError (with the reason) for anything but a finite number."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"expected a number, got {_preview(json.dumps(value))}")
+        raise ValueError(f"expected a number, got {preview(json.dumps(value))}")
     if not math.isfinite(value):
         raise ValueError(f"expected a finite number, got {value}")
     return float(value)
 
 
-def _preview(text: str, limit: int = 80) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):
         return None  # the 3xx reaches the caller as an HTTPError
-
-
-class _Transient(Exception):
-    """A failure worth retrying; `retry_after` is the server's wish in seconds, if any."""
-
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class ApiReward:
@@ -82,7 +69,7 @@ class ApiReward:
             if getattr(rc, key) <= low:
                 raise InputError(f"reward_config.{key}: {getattr(rc, key)} must be {'> 0' if low == 0 else '>= 0'}")
         self.timeout, self.batch_size, self.max_retries = rc.api_timeout, rc.api_batch_size, rc.api_max_retries
-        self._key = rc.api_key or (os.environ.get(rc.api_key_env, "") if rc.api_key_env else "")
+        self._key = rc.api_key or key_from_env(rc.api_key_env)
         self._key_source = "reward_config.api_key" if rc.api_key else f"${rc.api_key_env}"
         if not self._key:
             log(f"reward api: no API key (reward_config.api_key is empty and ${rc.api_key_env or '<api_key_env>'} "
@@ -102,23 +89,13 @@ class ApiReward:
 
     def _post_with_retries(self, items: list[dict], where: str) -> list[float]:
         body = json.dumps({"items": items}).encode()
-        for attempt in range(self.max_retries + 1):
-            try:
-                return self._post(body, len(items), where)
-            except _Transient as exc:
-                failure = exc
-            if attempt == self.max_retries:
-                break
-            delay = min(self.backoff_base * 2 ** attempt, self.backoff_max)
-            if failure.retry_after is not None:
-                delay = min(failure.retry_after, self.retry_after_max)
-            log(f"{where}: {failure} (attempt {attempt + 1}/{self.max_retries + 1}); retrying in {delay:.3g} s")
-            time.sleep(delay)
-        raise InputError(f"{where}: failed after {self.max_retries + 1} attempts; last: {failure} "
-                         f"(is the service up? see reward_config.api_timeout / api_max_retries)")
+        return with_retries(lambda: self._post(body, len(items), where), max_retries=self.max_retries, where=where,
+                            hint="is the service up? see reward_config.api_timeout / api_max_retries",
+                            backoff_base=self.backoff_base, backoff_max=self.backoff_max,
+                            retry_after_max=self.retry_after_max)
 
     def _post(self, body: bytes, n_items: int, where: str) -> list[float]:
-        """One request: the scores, an InputError (do not retry) or _Transient (retry)."""
+        """One request: the scores, an InputError (do not retry) or Transient (retry)."""
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._key:
             headers["Authorization"] = f"Bearer {self._key}"
@@ -130,20 +107,20 @@ class ApiReward:
             self._raise_http(exc.code, exc.headers, _error_body(exc, self._scrub), where)
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, TimeoutError):
-                raise _Transient(f"no connection within api_timeout={self.timeout} s") from None
+                raise Transient(f"no connection within api_timeout={self.timeout} s") from None
             if isinstance(exc.reason, ssl.SSLCertVerificationError):
                 raise InputError(f"{where}: TLS certificate not trusted: {exc.reason}") from None
-            raise _Transient(f"cannot connect: {exc.reason}") from None
+            raise Transient(f"cannot connect: {exc.reason}") from None
         except TimeoutError:
-            raise _Transient(f"no reply within api_timeout={self.timeout} s") from None
+            raise Transient(f"no reply within api_timeout={self.timeout} s") from None
         except (OSError, HTTPException) as exc:
-            raise _Transient(f"connection failed: {type(exc).__name__}: {exc}") from None
+            raise Transient(f"connection failed: {type(exc).__name__}: {exc}") from None
         return self._parse(raw, n_items, where)
 
     def _raise_http(self, code: int, headers, detail: str, where: str):
         said = f"HTTP {code}" + (f": {detail}" if detail else "")
-        if code in (408, 429) or code >= 500:
-            raise _Transient(said, _retry_after(headers.get("Retry-After")))
+        if is_transient_status(code):
+            raise Transient(said, parse_retry_after(headers.get("Retry-After")))
         if code in (401, 403):
             hint = (f"check the key in {self._key_source}" if self._key else
                     "no key was sent: set reward_config.api_key or the variable named by reward_config.api_key_env")
@@ -161,12 +138,12 @@ class ApiReward:
         try:
             data = json.loads(raw)
         except ValueError:
-            raise bad(f"not JSON: {_preview(raw.decode('utf-8', 'replace'))!r}") from None
+            raise bad(f"not JSON: {preview(raw.decode('utf-8', 'replace'))!r}") from None
         if not isinstance(data, dict) or "scores" not in data:
-            raise bad(f'expected {{"scores": [...]}}, got {_preview(json.dumps(data))}')
+            raise bad(f'expected {{"scores": [...]}}, got {preview(json.dumps(data))}')
         scores = data["scores"]
         if not isinstance(scores, list):
-            raise bad(f"scores: expected a list, got {_preview(json.dumps(scores))}")
+            raise bad(f"scores: expected a list, got {preview(json.dumps(scores))}")
         if len(scores) != n_items:
             raise bad(f"scores: {len(scores)} scores for {n_items} items")
         checked = []
@@ -179,7 +156,7 @@ class ApiReward:
 
     def _scrub(self, data: bytes) -> bytes:
         """A server's reply with the key cut out (a server may echo what it was sent), before any use."""
-        return data.replace(self._key.encode(), b"<redacted>") if self._key else data
+        return redact(data, self._key)
 
 
 def _check_endpoint(url: str) -> str:
@@ -203,15 +180,7 @@ def _error_body(exc: urllib.error.HTTPError, scrub) -> str:
     """The start of an error reply's body, scrubbed ("" if it cannot be read)."""
     try:
         with exc:
-            return _preview(scrub(exc.read(4096)).decode("utf-8", "replace"))
+            return preview(scrub(exc.read(4096)).decode("utf-8", "replace"))
     except Exception:  # noqa: BLE001 - the status code alone still says what failed
         return ""
 
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds; None when absent or an HTTP date (the backoff applies then)."""
-    try:
-        seconds = float(value) if value is not None else math.nan
-    except ValueError:
-        return None
-    return max(seconds, 0.0) if math.isfinite(seconds) else None

@@ -24,13 +24,14 @@ Sharded generation (one SLURM array task per shard, see slurm/generate_array.sh)
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from pathlib import Path
 
 from selftrain.cli import base_parser, resolve_config, run
 from selftrain.errors import InputError
 from selftrain.logging import log
-from selftrain.records import read_jsonl, write_jsonl_atomic
-from selftrain.runs import StageOutput, finished_output, model_dir, stage_output
+from selftrain.records import read_jsonl
+from selftrain.runs import StageOutput, finished_output, generator_for, stage_output
 
 STEPS = ("generate", "judge", "rationalize", "select")
 FLAGS = {"k": "k", "batch_size": "batch_size", "max_samples": "max_samples",
@@ -72,12 +73,6 @@ def _shard_output(args, shard: int, num_shards: int) -> StageOutput:
     return StageOutput(Path(f"{final.with_suffix('')}.{name}.jsonl"), None)
 
 
-def default_generator(config, run_dir: str | None, iteration: int) -> str:
-    if iteration <= 1:
-        return config.base_model_path
-    return str(model_dir(run_dir, iteration - 1))
-
-
 def _outputs(args, steps: list[str]) -> dict[str, StageOutput]:
     """Where each step writes. By hand: beside --output, which is the last step's file."""
     n = args.iteration
@@ -108,17 +103,22 @@ def _input_of(step: str, outputs: dict[str, StageOutput], args) -> Path:
 
 
 class _Generator:
-    """The generator model, loaded at most once for the generate and rationalize steps."""
+    """The generation backend, opened at most once for the generate and rationalize steps
+    and closed (a launched server stopped) when create_data ends, however it ends."""
 
-    def __init__(self, name: str, config):
-        self.name, self.config, self._loaded = name, config, None
+    def __init__(self, name: str, config, stack: ExitStack):
+        self.name, self.config, self.stack, self._opened = name, config, stack, None
 
     def get(self):
-        if self._loaded is None:
-            from selftrain.stages.generate import load_generator
+        """(backend, the student's tokenizer)."""
+        if self._opened is None:
+            from selftrain.generation.jobs import open_backend
+            from selftrain.prompts import PromptSpec
 
-            self._loaded = load_generator(self.name, self.config)
-        return self._loaded
+            backend, tokenizer = open_backend(self.config, self.name, PromptSpec.from_config(self.config),
+                                              batch_size=self.config.batch_size)
+            self._opened = self.stack.enter_context(backend), tokenizer
+        return self._opened
 
 
 def _step_generate(args, config, outputs, generator: _Generator) -> None:
@@ -136,8 +136,8 @@ def _step_generate(args, config, outputs, generator: _Generator) -> None:
         extra = {"shard": args.shard, "num_shards": args.num_shards, "round_prompts": len(prompts)}
         prompts = shard_slice(prompts, args.shard, args.num_shards)
     resolve_model(generator.name)  # a missing model is an input error, before any output exists
-    model, tokenizer = generator.get()
-    metrics = generate_samples(config, generator.name, prompts, out.path, args.iteration, model, tokenizer)
+    backend, tokenizer = generator.get()
+    metrics = generate_samples(config, generator.name, prompts, out.path, args.iteration, backend, tokenizer)
     out.finish(config, {**metrics, **extra, "round": describe_round(config, prompts)}, {"model": generator.name})
 
 
@@ -183,27 +183,24 @@ def _step_rationalize(args, config, outputs, generator: _Generator) -> None:
 
     judged_path = _input_of("rationalize", outputs, args)
     needed = rationalization_todo(config, read_jsonl(judged_path))[0]
-    model, tokenizer = generator.get() if needed else (None, None)
+    backend, tokenizer = generator.get() if needed else (None, None)
     out = outputs["rationalize"]
-    metrics = rationalize_file(config, generator.name, judged_path, out.path, args.iteration, model, tokenizer)
+    metrics = rationalize_file(config, generator.name, judged_path, out.path, args.iteration, backend, tokenizer)
     out.finish(config, metrics, {"model": generator.name})
 
 
 def _step_select(args, config, outputs, generator: _Generator) -> None:
-    from selftrain.prompts import PromptSpec
-    from selftrain.stages.select import select_examples
+    from selftrain.stages.select import write_training_set
 
-    judged = read_jsonl(_input_of("select", outputs, args))
-    rationales_path = outputs["rationalize"].path
-    if args.run_dir and not args.output:
-        rationales_path = finished_output(args.run_dir, args.iteration, "rationales")
-    rationales = read_jsonl(rationales_path, allow_empty=True) if rationales_path.is_file() else []
-    kept, metrics = select_examples(config, judged, rationales)
-    spec = PromptSpec.from_config(config).to_dict()
+    rationales = None
+    if "rationalize" in outputs and config.method == "star":
+        rationales = outputs["rationalize"].path
+        if args.run_dir and not args.output:
+            rationales = finished_output(args.run_dir, args.iteration, "rationales")
+        elif not rationales.is_file():
+            rationales = None
     out = outputs["select"]
-    write_jsonl_atomic(out.path, [dict(r, prompt_spec=spec) for r in kept])
-    out.finish(config, metrics)
-    log(f"training set: {out.path}")
+    out.finish(config, write_training_set(config, _input_of("select", outputs, args), rationales, out.path))
 
 
 def _check_shard_args(args, steps: list[str]) -> None:
@@ -235,7 +232,8 @@ def main(argv=None):
     steps = [s for s in STEPS if s in steps]  # always in pipeline order
     _check_shard_args(args, steps)
     config = resolve_config(args, FLAGS)
-    generator = _Generator(args.model_name or default_generator(config, args.run_dir, args.iteration), config)
+    if config.method == "expert_iteration" and args.steps == ",".join(STEPS):
+        steps.remove("rationalize")  # Expert Iteration is STaR without rationalization
     outputs = _outputs(args, steps)
     if args.merge_shards is not None:
         if outputs["generate"].is_done():
@@ -243,11 +241,13 @@ def main(argv=None):
         else:
             merge_shards(args, config, outputs["generate"], args.merge_shards)
         return
-    for step in steps:
-        if outputs[step].is_done():
-            log(f"{step}: {outputs[step].marker} exists; nothing to do")
-            continue
-        STEP_FUNCTIONS[step](args, config, outputs, generator)
+    with ExitStack() as stack:
+        generator = _Generator(args.model_name or generator_for(config, args.run_dir, args.iteration), config, stack)
+        for step in steps:
+            if outputs[step].is_done():
+                log(f"{step}: {outputs[step].marker} exists; nothing to do")
+                continue
+            STEP_FUNCTIONS[step](args, config, outputs, generator)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,9 @@ from selftrain.data import load_eval_prompts
 from selftrain.logging import log
 from selftrain.metrics import grouped, response_signals, reward_stats
 from selftrain.models import resolve_model
-from selftrain.prompts import PromptSpec, encode_prompt, load_prompt_spec, render_prompt
+from selftrain.prompts import PromptSpec, build_messages, load_prompt_spec, render_prompt
 from selftrain.rewards import get_reward
-from selftrain.runs import model_dir, stage_output, timestamp
+from selftrain.runs import model_dir, open_stage, timestamp
 
 FLAGS = {"batch_size": "eval_batch_size", "max_samples": "eval_max_samples", "k": "k"}
 
@@ -37,27 +37,28 @@ def parser():
 
 
 def evaluate(config, model_name: str, records: list[dict], spec: PromptSpec) -> tuple[dict, list[dict]]:
-    from selftrain.generation import Engine, Request
-    from selftrain.stages.generate import load_generator, sampling_params
+    from selftrain.generation import Request, request_seed
+    from selftrain.generation.jobs import open_backend, sampling_params
 
-    model, tokenizer = load_generator(model_name, config)
+    backend, tokenizer = open_backend(config, model_name, spec, batch_size=config.eval_batch_size)
     prompts = {r["id"]: render_prompt(tokenizer, r, spec) for r in records}
-    requests = [Request(r["id"], encode_prompt(tokenizer, prompts[r["id"]], spec)) for r in records]
-    engine = Engine(model, tokenizer, sampling_params(config, greedy=True), batch_size=config.eval_batch_size,
-                    seed=config.seed, engine=config.generation_engine)
-    completions = {c.key: c for c in engine.generate(requests)}
+    params = sampling_params(config, greedy=True)
+    requests = [Request(r["id"], prompts[r["id"]], tuple(build_messages(r, spec)), params,
+                        request_seed(config.seed, r["id"])) for r in records]
+    with backend:
+        completions = {c.key: c for c in backend.generate(requests)}
     outputs = []
     for r in records:
         c = completions[r["id"]]
         outputs.append({"id": r["id"], "difficulty": r.get("difficulty", "none"), "dataset": r.get("dataset"),
                         "prompt": r.get("prompt"), "messages": r.get("messages"), "prompt_text": prompts[r["id"]],
                         "expected": r["metadata"].get("expected_answer"),
-                        "response": tokenizer.decode(c.token_ids, skip_special_tokens=True),
-                        "finish_reason": c.finish_reason, "num_tokens": len(c.token_ids),
+                        "response": c.text, "finish_reason": c.finish_reason, "num_tokens": c.num_tokens,
                         "metadata": r["metadata"]})
     for out, result in zip(outputs, get_reward(config).score(outputs)):
         out.update(result)
-    summary = summarize(outputs, engine.stats)
+    summary = summarize(outputs, backend.stats.as_dict())
+    summary["backend"] = backend.describe()
     for out in outputs:  # keep the results file readable: the category stays, the rest of metadata goes
         out["category"] = out.pop("metadata").get("category")
         for key in ("prompt", "messages", "prompt_text"):
@@ -81,7 +82,7 @@ def summarize(outputs: list[dict], stats: dict) -> dict:
         "answer_line_rate": round(sum("answer:" in o["response"].lower() for o in outputs) / max(len(outputs), 1), 4),
         **response_signals(outputs),
         **grouped(outputs, per_group),
-        "tokens_per_s": round(stats["generated_tokens"] / stats["seconds"], 1) if stats["seconds"] else None,
+        "tokens_per_s": stats["tokens_per_s"] if stats["seconds"] else None,
     }
 
 
@@ -98,11 +99,10 @@ def main(argv=None):
     resolve_model(model_name)  # missing checkpoint: one-line error before any work
     spec = _prompt_spec(args, config, model_name)
     records = load_eval_prompts(config, args.split)
-    out = stage_output("eval", explicit=args.output, run_dir=args.run_dir, iteration=n,
-                       default=f"results/eval_star_iter{n}_{timestamp()}.json", suffix=".json")
-    if out.is_done():
-        log(f"evaluate: {out.marker} exists; nothing to do")
+    stage = open_stage(args, "eval", default=f"results/eval_star_iter{n}_{timestamp()}.json", suffix=".json")
+    if stage.done():
         return
+    out = stage.output
     log(f"evaluating {model_name} on {len(records)} {args.split} problems (k={spec.k}, greedy)")
     summary, outputs = evaluate(config, model_name, records, spec)
     summary.update(iteration=n, model=model_name, split=args.split, prompt_spec=spec.to_dict())

@@ -7,36 +7,67 @@ nothing must never look like a model that is wrong.
 """
 from __future__ import annotations
 
+import os
 from collections import defaultdict
+from pathlib import Path
+
 from selftrain.config import Config
 from selftrain.errors import InputError
 from selftrain.logging import log
 from selftrain.metrics import grouped, response_signals, reward_stats
 from selftrain.records import JsonlAppender, iter_jsonl, read_jsonl
-from selftrain.rewards import get_reward
+from selftrain.rewards import get_reward, reward_class
 
 CHUNK = 256  # records scored and flushed together (bounds lost work on a crash)
 
 
-def judge_file(config: Config, input_path, output_path) -> dict:
+def read_samples(config: Config, input_path) -> list[dict]:
+    """Every sample of a generation output, checked before anything is scored or written.
+
+    Besides the fields every sample has, the reward's own `check_record` (if it
+    has one) names what it could not score, at the file and line."""
+    check = getattr(reward_class(config), "check_record", None)
     samples = []
     for lineno, sample in iter_jsonl(input_path):
         for key in ("id", "prompt_id", "response"):
             if not isinstance(sample.get(key), str):
                 raise InputError(f"{input_path}:{lineno}: {key}: missing (is this a generation output file?)")
+        if check is not None and (problem := check(sample)) is not None:
+            raise InputError(f"{input_path}:{lineno}: {problem}")
         samples.append(sample)
     if not samples:
         raise InputError(f"{input_path}: file is empty (no records)")
+    return samples
+
+
+def judge_file(config: Config, input_path, output_path, *, aside: bool = False) -> dict:
+    """Score `input_path` into `output_path` (appending, resumable by id); the round's metrics.
+
+    A failure never leaves an empty output file. `aside` (by hand, where no marker
+    tells a finished file from a half one): the records go to `<output>.partial`,
+    renamed to `output_path` once complete; a rerun resumes from the partial file."""
+    samples = read_samples(config, input_path)
     reward = get_reward(config)
-    with JsonlAppender(output_path) as appender:
-        todo = [s for s in samples if s["id"] not in appender.done]
-        for begin in range(0, len(todo), CHUNK):
-            chunk = todo[begin:begin + CHUNK]
-            results = reward.score(chunk)
-            if len(results) != len(chunk):  # a reward bug must never drop or shift records silently
-                raise RuntimeError(f"reward {reward.name} returned {len(results)} results for {len(chunk)} records")
-            for sample, result in zip(chunk, results):
-                appender.write({**sample, **result})
+    output_path = Path(output_path)
+    work = output_path.with_name(output_path.name + ".partial") if aside else output_path
+    if aside and output_path.exists() and not work.exists():
+        os.replace(output_path, work)  # an earlier file: resume from what it holds
+    try:
+        with JsonlAppender(work) as appender:
+            todo = [s for s in samples if s["id"] not in appender.done]
+            for begin in range(0, len(todo), CHUNK):
+                chunk = todo[begin:begin + CHUNK]
+                results = reward.score(chunk)
+                if len(results) != len(chunk):  # a reward bug must never drop or shift records silently
+                    raise RuntimeError(f"reward {reward.name} returned {len(results)} results for {len(chunk)} records")
+                for sample, result in zip(chunk, results):
+                    appender.write({**sample, **result})
+    except BaseException:  # errors and Ctrl-C: keep what was scored (a rerun resumes), never an empty file
+        if work.is_file() and work.stat().st_size == 0:
+            work.unlink()
+        raise
+    if aside:
+        os.replace(work, output_path)
     judged = read_jsonl(output_path)
     metrics = judge_metrics(judged)
     correctness = (f"; {metrics['correct']}/{metrics['samples']} correct, {metrics['no_answer']} without an answer, "
@@ -76,15 +107,16 @@ USAGE = """judge.py: score generated samples with the configured reward (rule-ba
 
 
 def main(argv=None):
-    from selftrain.cli import base_parser, resolve_config, step_io
+    from selftrain.cli import base_parser, resolve_config
+    from selftrain.runs import open_stage
 
     p = base_parser(USAGE)
     p.add_argument("--input", help="samples JSONL (default in a run: the iteration's samples)")
     p.add_argument("--output", help="judged JSONL (default by hand: beside --input, .judged.jsonl)")
     args = p.parse_args(argv)
     config = resolve_config(args, {})
-    source, out = step_io(args, "judge.py", "samples", "judged")
-    if out.is_done():
-        log(f"judge: {out.marker} exists; nothing to do")
+    stage = open_stage(args, "judged", inputs=("samples",))
+    if stage.done():
         return
-    out.finish(config, judge_file(config, source, out.path), {"input": str(source)})
+    aside = stage.output.marker is None  # by hand: build the file aside, so a half one never looks finished
+    stage.finish(config, judge_file(config, stage.inputs["samples"], stage.path, aside=aside))

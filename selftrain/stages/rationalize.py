@@ -12,11 +12,12 @@ import re
 from collections import defaultdict
 
 from selftrain.config import Config
+from selftrain.generation.jobs import open_backend, run_jobs, sampling_params, stage_seed
 from selftrain.logging import log
-from selftrain.prompts import PromptSpec, encode_prompt, render_prompt
+from selftrain.prompts import PromptSpec, build_messages, render_prompt
 from selftrain.records import JsonlAppender, read_jsonl, write_jsonl_atomic
 from selftrain.rewards import get_reward, is_verifiable
-from selftrain.stages.generate import INPUT_FIELDS, load_generator, run_requests, sampling_params
+from selftrain.stages.generate import INPUT_FIELDS
 
 # A rationale that talks about being told the answer teaches the model to expect a hint.
 LEAK = re.compile(r"\bhint\b|correct answer is|answer (?:was|is) (?:given|provided)|we are told|as given", re.I)
@@ -42,31 +43,35 @@ def rationalization_todo(config: Config, judged: list[dict]) -> tuple[list[dict]
 
 
 def rationalize_file(config: Config, model_name: str, judged_path, output_path, iteration: int,
-                     model=None, tokenizer=None) -> dict:
+                     backend=None, tokenizer=None) -> dict:
+    """`backend` generates (opened here when None and needed); `tokenizer` is the student's."""
     judged = read_jsonl(judged_path)
     todo, metrics = rationalization_todo(config, judged)
+    if todo and backend is None:
+        backend, tokenizer = open_backend(config, model_name, PromptSpec.from_config(config),
+                                          batch_size=config.batch_size)
+        with backend:
+            return rationalize_file(config, model_name, judged_path, output_path, iteration, backend, tokenizer)
     spec = PromptSpec.from_config(config)
-    if todo and model is None:
-        model, tokenizer = load_generator(model_name, config)
     jobs = []
     for sample in todo:
         record = {k: sample[k] for k in INPUT_FIELDS if k in sample}
         answer = sample["metadata"]["expected_answer"]
         plain, hinted = render_prompt(tokenizer, record, spec), render_prompt(tokenizer, record, spec, hint=answer)
-        hinted_ids = encode_prompt(tokenizer, hinted, spec)
         for j in range(config.rationalization_samples):
+            # the reply is generated from the hinted prompt and trained on with the plain one
             jobs.append({
                 "id": f"{sample['prompt_id']}#r{j}", "prompt_id": sample["prompt_id"], "sample_idx": j,
                 "iteration": iteration, "generator": model_name, "source": "rationalization", **record,
-                "prompt_text": plain, "hinted_prompt_text": hinted, "hint": answer, "prompt_ids": list(hinted_ids),
+                "prompt_text": plain, "hinted_prompt_text": hinted, "hint": answer,
+                "_prompt": hinted, "_messages": build_messages(record, spec, hint=answer),
             })
     log(f"rationalize: {len(todo)} unsolved prompts x {config.rationalization_samples} hinted attempts"
         + (f" ({metrics['skipped']})" if "skipped" in metrics else ""))
     metrics["attempts"] = len(jobs)
     with JsonlAppender(output_path) as appender:
         if jobs:
-            metrics.update(run_requests(model, tokenizer, config, jobs, appender,
-                                        sampling_params(config), config.batch_size, iteration))
+            metrics.update(run_jobs(backend, jobs, appender, sampling_params(config), stage_seed(config, iteration)))
     attempts = read_jsonl(output_path, allow_empty=True)
     pending = [a for a in attempts if "is_correct" not in a]
     if pending:  # score once, after generation, and rewrite the file whole
@@ -91,8 +96,8 @@ USAGE = """rationalize.py: STaR rationalization of the prompts no sample solved.
 
 
 def main(argv=None):
-    from selftrain.cli import base_parser, resolve_config, step_io
-    from selftrain.stages.create_data import default_generator
+    from selftrain.cli import base_parser, resolve_config
+    from selftrain.runs import generator_for, open_stage
 
     p = base_parser(USAGE)
     p.add_argument("--input", help="judged JSONL (default in a run: the iteration's judged samples)")
@@ -101,10 +106,9 @@ def main(argv=None):
     p.add_argument("--batch_size", type=int)
     args = p.parse_args(argv)
     config = resolve_config(args, {"batch_size": "batch_size"})
-    source, out = step_io(args, "rationalize.py", "judged", "rationales")
-    if out.is_done():
-        log(f"rationalize: {out.marker} exists; nothing to do")
+    stage = open_stage(args, "rationales", inputs=("judged",))
+    if stage.done():
         return
-    model_name = args.model_name or default_generator(config, args.run_dir, args.iteration)
-    metrics = rationalize_file(config, model_name, source, out.path, args.iteration)
-    out.finish(config, metrics, {"model": model_name, "input": str(source)})
+    model_name = args.model_name or generator_for(config, args.run_dir, args.iteration)
+    metrics = rationalize_file(config, model_name, stage.inputs["judged"], stage.path, args.iteration)
+    stage.finish(config, metrics, {"model": model_name})

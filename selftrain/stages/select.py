@@ -137,3 +137,43 @@ def balance(kept: list[dict], key: str, method: str, seed: int = 0) -> list[dict
             original = rows[i % len(rows)]
             extra.append(dict(original, id=f"{original['id']}~up{i // len(rows) + 1}", source="upsampled"))
     return kept + extra
+
+
+def write_training_set(config: Config, judged_path, rationales_path, output_path) -> dict:
+    """Select from a judged file (and the rationales, if any) and write the training set whole."""
+    from selftrain.prompts import PromptSpec
+    from selftrain.records import read_jsonl, write_jsonl_atomic
+
+    judged = read_jsonl(judged_path)
+    rationales = read_jsonl(rationales_path, allow_empty=True) if rationales_path is not None else []
+    kept, metrics = select_examples(config, judged, rationales)
+    spec = PromptSpec.from_config(config).to_dict()  # the prompt format the model is trained on
+    write_jsonl_atomic(output_path, [dict(r, prompt_spec=spec) for r in kept])
+    log(f"training set: {output_path}")
+    return metrics
+
+
+USAGE = """select_data.py: the training set of an iteration from its judged samples (and STaR's rationales).
+
+  python select_data.py --input data/star_iter1_train.judged.jsonl      # writes data/star_iter1_train.jsonl
+  python select_data.py --run_dir results/demo --iteration 1
+By hand, data/X.rationales.jsonl beside data/X.judged.jsonl is used when it exists.
+"""
+
+
+def main(argv=None):
+    from selftrain.cli import base_parser, resolve_config
+    from selftrain.runs import open_stage
+
+    p = base_parser(USAGE)
+    p.add_argument("--input", help="judged JSONL (default in a run: the iteration's judged samples)")
+    p.add_argument("--output", help="training set JSONL (default by hand: beside --input, without .judged)")
+    args = p.parse_args(argv)
+    config = resolve_config(args, {})
+    rationales = ("rationales",) if config.method == "star" and args.run_dir and not args.input else ()
+    stage = open_stage(args, "train", inputs=("judged",) + rationales, optional=() if rationales else ("rationales",),
+                       hand_output="")
+    if stage.done():
+        return
+    metrics = write_training_set(config, stage.inputs["judged"], stage.inputs.get("rationales"), stage.path)
+    stage.finish(config, metrics)

@@ -27,7 +27,7 @@ from selftrain.logging import log
 from selftrain.models import default_device, from_pretrained, parse_dtype
 from selftrain.prompts import PromptSpec, encode_example
 from selftrain.records import iter_jsonl
-from selftrain.runs import StageOutput, finished_output, model_dir, peak_rss_gib
+from selftrain.runs import Stage, StageOutput, finished_output, model_dir, peak_rss_gib
 
 FLAGS = {"epochs": "num_train_epochs", "batch_size": "train_batch_size", "lr": "learning_rate",
          "base_model": "base_model_path", "init": "init", "training_method": "training_method"}
@@ -246,8 +246,7 @@ def main(argv=None):
     output_dir = Path(args.output_dir) if args.output_dir else model_dir(args.run_dir, n)
     marker = output_dir.parent / "model.done" if args.run_dir and not args.output_dir else None
     out = StageOutput(output_dir, marker)
-    if out.is_done():
-        log(f"train: {marker} exists; nothing to do")
+    if Stage("model", {"train": train_file}, out).done():
         return
     init_model = config.base_model_path
     if config.init == "previous" and n > 1:

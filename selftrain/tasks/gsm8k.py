@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from selftrain.errors import InputError
+from selftrain.records import iter_jsonl
 
 _CALC = re.compile(r"<<[^>]*>>")  # calculator annotations like <<48/2=24>>
 
@@ -48,8 +49,6 @@ def convert_gsm8k_record(raw: dict, index: int, split: str) -> dict:
 
 
 def _read_jsonl(path: Path, split: str) -> list[dict]:
-    from selftrain.records import iter_jsonl
-
     records = []
     for lineno, raw in iter_jsonl(path):
         if (problem := _problem(raw)) is not None:

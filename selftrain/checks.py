@@ -1,0 +1,28 @@
+"""Checks that a valid config can run here, before any work starts.
+
+`Config.validate` checks each value on its own and needs nothing but the config
+module; these checks ask the modules that know (data, rewards, models) whether
+a combination of values works, so they live above all of them. Every stage
+runs them through `cli.resolve_config`.
+"""
+from __future__ import annotations
+
+from selftrain.config import Config
+from selftrain.data import needs_expected_answer
+from selftrain.errors import InputError
+from selftrain.rewards import is_verifiable
+
+
+def check_runnable(config: Config, where: str = "config") -> None:
+    """Refuse, before any work starts, combinations that cannot run here."""
+    if config.filter_strategy == "correct" and not is_verifiable(config):
+        raise InputError(
+            f"{where}: filter_strategy: 'correct' keeps verified-correct samples, but reward type "
+            f"{config.reward_config.type!r} gives scores, not correctness; use top_k_percent, threshold or best_of_n")
+    if config.balance_by == "answer" and not needs_expected_answer(config):
+        raise InputError(f"{where}: balance_by: 'answer' balances metadata.expected_answer classes, "
+                         f"which only rule-based math scoring requires; use category, difficulty or dataset")
+    if config.training_method == "qlora":
+        from selftrain.models import check_4bit  # imports torch: only when QLoRA asks for it
+
+        check_4bit(where)

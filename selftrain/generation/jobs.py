@@ -1,0 +1,62 @@
+"""From stage records to requests and back: what every generating stage shares.
+
+A job is the record a stage will write, minus the reply: `id`, the rendered
+`prompt_text` and whatever fields the stage keeps, plus what is sent but not
+written: `_prompt` (the text to generate from, when it is not `prompt_text`,
+e.g. a hinted prompt) and `_messages` (the same prompt as chat messages, for
+chat APIs). `run_jobs` sends the jobs whose
+id is not yet on disk and appends each reply the moment it arrives, so a stage
+killed midway resumes without sending any request again.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from selftrain.generation import GenerationStats, Request, SamplingParams, request_seed
+from selftrain.logging import log
+from selftrain.records import JsonlAppender
+
+
+def sampling_params(config, greedy: bool = False) -> SamplingParams:
+    if greedy:
+        return SamplingParams(temperature=0.0, max_new_tokens=config.max_new_tokens)
+    return SamplingParams(config.temperature, config.top_p, config.top_k, config.max_new_tokens)
+
+
+def stage_seed(config, iteration: int) -> int:
+    """Each iteration draws fresh random streams: the same prompt is sampled anew by the next model."""
+    return config.seed * 1_000_003 + iteration
+
+
+def run_jobs(backend, jobs: list[dict], appender: JsonlAppender, params: SamplingParams, seed: int) -> dict:
+    """Generate for the jobs not yet in `appender`, writing each record as its reply arrives."""
+    todo = [job for job in jobs if job["id"] not in appender.done]
+    skipped = len(jobs) - len(todo)
+    if skipped:
+        log(f"resuming: {skipped} of {len(jobs)} already written, {len(todo)} to go")
+    by_key = {job["id"]: job for job in todo}
+    requests = [Request(job["id"], job.pop("_prompt", job["prompt_text"]), tuple(job.pop("_messages", ())) or None,
+                        params, request_seed(seed, job["id"])) for job in todo]
+    before = dataclasses.replace(backend.stats)
+    for completion in backend.generate(requests):
+        if completion.key not in by_key:
+            raise RuntimeError(f"backend {backend.name} answered {completion.key!r} twice or unasked")
+        appender.write({**by_key.pop(completion.key), "response": completion.text,
+                        "finish_reason": completion.finish_reason, "num_tokens": completion.num_tokens})
+    if by_key:  # a backend must answer every request exactly once
+        raise RuntimeError(f"backend {backend.name} returned no completion for {len(by_key)} requests, "
+                           f"e.g. {next(iter(by_key))}")
+    spent = GenerationStats(*(getattr(backend.stats, f.name) - getattr(before, f.name)
+                              for f in dataclasses.fields(GenerationStats)))
+    return {"generated": len(todo), "skipped_existing": skipped, **spent.as_dict(), "backend": backend.describe()}
+
+
+def open_backend(config, model_name: str, spec, *, batch_size: int, progress: bool = True):
+    """The configured backend for `model_name`, and the student's tokenizer (which renders every prompt)."""
+    from selftrain.generation import get_backend
+    from selftrain.models import load_tokenizer, resolve_model
+
+    resolve_model(model_name)  # a missing checkpoint is a one-line error before any work
+    backend = get_backend(config, model_name, spec, batch_size=batch_size, progress=progress)
+    tokenizer = getattr(backend, "tokenizer", None) or load_tokenizer(model_name)
+    return backend, tokenizer

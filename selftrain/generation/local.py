@@ -1,0 +1,69 @@
+"""The local backends: a Hugging Face model in this process, driven by the
+in-house engine (`selftrain`) or by plain `model.generate` (`hf`).
+
+Prompts arrive as the rendered text and are encoded here with the same rule
+the training data uses (`prompts.encode_prompt`); replies leave as text,
+decoded without special tokens, with their token ids kept for comparisons.
+"""
+from __future__ import annotations
+
+import time
+from typing import Iterable, Iterator
+
+from selftrain.generation import BackendError, Completion, GenerationStats, Request
+from selftrain.logging import log
+from selftrain.prompts import PromptSpec, encode_prompt
+
+
+class LocalBackend:
+    def __init__(self, model_name: str, spec: PromptSpec, *, engine: str = "selftrain", dtype: str = "auto",
+                 batch_size: int = 64, progress: bool = True, model=None, tokenizer=None):
+        from selftrain.models import load_model, load_tokenizer
+
+        self.name, self.model_name, self.spec = engine, model_name, spec
+        self.batch_size, self.progress = batch_size, progress
+        started = time.perf_counter()
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_name)
+        self.model = model if model is not None else load_model(model_name, dtype=dtype)
+        if model is None:
+            log(f"loaded {model_name} ({self.model.dtype}, {self.model.device}) in "
+                f"{time.perf_counter() - started:.1f}s")
+        self.stats = GenerationStats()
+        self._ids: dict[str, list[int]] = {}  # rendered prompt -> token ids (N samples share one prompt)
+
+    def __enter__(self) -> "LocalBackend":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "model": self.model_name, "dtype": str(self.model.dtype).removeprefix("torch."),
+                "device": str(self.model.device)}
+
+    def encode(self, text: str) -> list[int]:
+        if text not in self._ids:
+            self._ids[text] = list(encode_prompt(self.tokenizer, text, self.spec))
+        return self._ids[text]
+
+    def generate(self, requests: Iterable[Request]) -> Iterator[Completion]:
+        from selftrain.generation.engine import Engine, TokenRequest
+
+        groups: dict = {}  # one engine run per distinct sampling setting, in first-seen order
+        for r in requests:
+            if r.prompt_text is None:
+                raise BackendError(f"request {r.key}: no prompt_text (a local model needs the rendered prompt)")
+            groups.setdefault(r.params, []).append(TokenRequest(r.key, self.encode(r.prompt_text), r.seed))
+        for params, group in groups.items():
+            engine = Engine(self.model, self.tokenizer, params, batch_size=self.batch_size, progress=self.progress,
+                            engine=self.name)
+            try:
+                for c in engine.generate(group):
+                    self.stats.completions += 1
+                    self.stats.completion_tokens += len(c.token_ids)
+                    yield Completion(c.key, self.tokenizer.decode(c.token_ids, skip_special_tokens=True),
+                                     len(c.token_ids), c.finish_reason, tuple(c.token_ids))
+            finally:
+                self.stats.requests += len(group)
+                self.stats.prompt_tokens += engine.stats["prompt_tokens"]
+                self.stats.seconds += engine.stats["seconds"]

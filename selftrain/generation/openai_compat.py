@@ -1,0 +1,386 @@
+"""The `openai` backend: any OpenAI-compatible server (vLLM, llama.cpp, a hosted API)
+through the official `openai` client.
+
+`generation.api: completions` sends the rendered `prompt_text` (the server serves the
+student's weights, so the prompt is exactly what training sees); `chat` sends the
+chat `messages`. Every request states its sampling explicitly, because servers'
+defaults differ from OpenAI's and from each other (llama.cpp: max_tokens 16,
+top_k 40, ...): `temperature` (0 = greedy), `top_p`, `max_tokens`
+(= max_new_tokens; not `max_completion_tokens`, which llama.cpp ignores) and `seed`
+(the request's seed cut to 31 bits). OpenAI has no top-k: `top_k > 0` goes in the
+body as the non-standard `top_k` field (vLLM and llama.cpp honour it, OpenAI
+rejects or ignores it); `top_k = 0` sends nothing.
+
+N samples of one prompt (same prompt or messages and sampling, consecutive or
+not) are one call with `n=N` (`generation.use_n: auto`), the call seeded with the
+first sample's seed. If exactly N choices with indices 0..N-1 come back, choice i
+answers sample i. If one comes back (llama.cpp drops `n` silently), it answers the
+first sample and every other sample is sent on its own with its own seed; the
+server is remembered as ignoring `n` (`describe()["server_ignores_n"]`) and later
+prompts go one request per sample at once. Any other count is an error.
+`use_n: never` always sends one request per sample.
+
+Retries are the openai client's own (`generation.max_retries` on timeouts,
+connection errors, 408/409/429/5xx, exponential backoff from 0.5 s, a server's
+Retry-After up to 120 s honoured), each logged here; `generation.timeout` bounds
+each connect/read/write. Replies are checked, never guessed: a reply that is not
+JSON, has no `choices` list, a choice whose text is not a string (null chat
+content), a `finish_reason` other than "stop" or "length" (e.g. "content_filter"),
+or a wrong number of choices stops the stage with a BackendError naming the
+request key. Other 4xx stop it at once. `usage` may be missing (some servers omit
+it: its tokens count 0 in `stats`, said once); when present it must hold integer
+token counts. `Completion.num_tokens` is `usage.completion_tokens` for a call that
+produced one choice, None for n > 1 (the API counts only the total).
+
+The key is read from the environment variable `generation.api_key_env`, never from
+a config; it is cut out of every message (servers may echo it) and never logged or
+described. Without it a placeholder is sent: local servers accept any key, a remote
+one that needs a key answers 401, reported as such.
+
+At most `generation.max_concurrency` calls are in flight (daemon threads with the
+one thread-safe client); `generate` yields each completion when its call returns,
+so the stage appends it to disk at once. When the consumer stops (an error, Ctrl-C,
+GeneratorExit) nothing more is sent: calls still in flight are abandoned, make no
+further retries and never block the process from exiting.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+from urllib.parse import urlsplit
+
+import openai
+from tqdm import tqdm
+
+from selftrain.generation import FINISH_REASONS, BackendError, Completion, GenerationStats, Request
+from selftrain.http import is_transient_status, key_from_env, preview, redact
+from selftrain.logging import log
+
+PLACEHOLDER_KEY = "sk-no-key"  # sent when no key is set: servers started without --api-key accept anything
+SEED_MASK = 0x7FFF_FFFF  # seeds go out as 31-bit non-negative ints (llama.cpp and vLLM take int32 / uint32)
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+_thread = threading.local()  # per worker thread: the running call (key, cancel event) for the httpx hooks
+
+
+class _Cancelled(openai.OpenAIError):
+    """Raised before a (re)try of a call whose generate() was abandoned; the openai client does not retry it."""
+
+
+@dataclass
+class _Call:
+    """One HTTP call: `requests` share prompt and sampling; n = len(requests)."""
+
+    requests: list[Request]
+
+    @property
+    def n(self) -> int:
+        return len(self.requests)
+
+
+@dataclass
+class _Reply:
+    choices: list[tuple[str, str]]  # (text, finish_reason) in index order
+    prompt_tokens: int | None
+    completion_tokens: int | None  # None: the server sent no usage
+
+
+class _Run:
+    """State one generate() shares with its worker threads."""
+
+    def __init__(self):
+        self.cancel = threading.Event()
+        self.results: queue.Queue = queue.Queue()
+
+
+class OpenAIBackend:
+    name = "openai"
+
+    def __init__(self, gen, served_model: str, progress: bool = True, base_url: str | None = None):
+        self.gen, self.model, self.progress = gen, served_model, progress
+        self.base_url = (base_url or gen.base_url or "").rstrip("/")
+        if not self.base_url:
+            raise BackendError("generation.base_url: missing: the openai backend needs the server's URL "
+                               "(e.g. http://127.0.0.1:8000/v1)")
+        if gen.api not in ("completions", "chat"):
+            raise BackendError(f"generation.api: {gen.api!r} is not one of completions, chat")
+        self._key = key_from_env(gen.api_key_env)
+        host = urlsplit(self.base_url).hostname or ""
+        if not self._key:
+            log(f"openai backend: no API key (${gen.api_key_env or '<generation.api_key_env>'} is not set): "
+                + ("a local server needs none" if host in LOOPBACK else
+                   f"requests to {self.where} go without one; a server that needs one will answer 401"))
+        self.server_ignores_n = False
+        self._said_no_usage = False
+        self.stats = GenerationStats()
+        # A server on loopback is never reached through a proxy from the environment.
+        self._http = openai.DefaultHttpxClient(trust_env=host not in LOOPBACK,
+                                               event_hooks={"request": [self._before_send],
+                                                            "response": [self._after_receive]})
+        self.client = openai.OpenAI(base_url=self.base_url, api_key=self._key or PLACEHOLDER_KEY,
+                                    max_retries=gen.max_retries, timeout=gen.timeout, http_client=self._http)
+
+    @property
+    def where(self) -> str:
+        return f"openai backend {self._scrub(self.base_url)}"
+
+    def __enter__(self) -> "OpenAIBackend":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.client.close()
+        self._http.close()
+
+    def describe(self) -> dict:
+        return {"backend": "openai", "base_url": self._scrub(self.base_url), "model": self.model,
+                "api": self.gen.api, "server_ignores_n": self.server_ignores_n}
+
+    # --- generation ---
+
+    def generate(self, requests: Iterable[Request]) -> Iterator[Completion]:
+        """One Completion per request, yielded as its call returns (see the module docstring)."""
+        requests = list(requests)
+        self._check(requests)
+        pending = deque(self._plan(requests))
+        run, in_flight = _Run(), 0
+        bar = tqdm(total=len(requests), desc="generate", unit="seq", disable=not self.progress, dynamic_ncols=True)
+        started = time.perf_counter()
+        try:
+            while pending or in_flight:
+                while pending and in_flight < self.gen.max_concurrency:
+                    call = pending.popleft()
+                    if self.server_ignores_n and call.n > 1:  # learnt while this call waited
+                        pending.extendleft(_Call([r]) for r in reversed(call.requests[1:]))
+                        call = _Call(call.requests[:1])
+                    self.stats.requests += 1
+                    threading.Thread(target=self._work, args=(call, run), daemon=True,
+                                     name=f"openai-{call.requests[0].key}").start()
+                    in_flight += 1
+                call, outcome = run.results.get()
+                in_flight -= 1
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                completions, retry = self._assign(call, outcome)
+                pending.extendleft(reversed(retry))
+                for completion in completions:
+                    self.stats.completions += 1
+                    bar.update(1)
+                    yield completion
+        finally:
+            run.cancel.set()  # calls still in flight are abandoned: no further attempt is sent
+            bar.close()
+            self.stats.seconds += time.perf_counter() - started
+
+    def _check(self, requests: list[Request]) -> None:
+        seen = set()
+        for r in requests:
+            if r.key in seen:
+                raise BackendError(f"{self.where}: request {r.key}: key appears twice in one batch")
+            seen.add(r.key)
+            if self.gen.api == "completions" and not isinstance(r.prompt_text, str):
+                raise BackendError(f"{self.where}: request {r.key}: no prompt_text "
+                                   "(generation.api: completions sends the rendered prompt)")
+            if self.gen.api == "chat" and (not r.messages or not all(isinstance(m, dict) for m in r.messages)):
+                raise BackendError(f"{self.where}: request {r.key}: no chat messages "
+                                   "(generation.api: chat sends the messages; completions sends prompt_text)")
+
+    def _plan(self, requests: list[Request]) -> list[_Call]:
+        if self.gen.use_n != "auto" or self.server_ignores_n:
+            return [_Call([r]) for r in requests]
+        groups: dict = {}  # same prompt and sampling, in first-seen order
+        for r in requests:
+            what = r.prompt_text if self.gen.api == "completions" else json.dumps(r.messages, sort_keys=True)
+            groups.setdefault((what, r.params), []).append(r)
+        return [_Call(group) for group in groups.values()]
+
+    def _assign(self, call: _Call, reply: _Reply) -> tuple[list[Completion], list[_Call]]:
+        """The completions a reply answers, and the calls still to make for the rest of the group."""
+        if reply.completion_tokens is None:
+            if not self._said_no_usage:
+                log(f"{self.where}: the server sends no `usage`: token counts in the stage's stats stay 0")
+                self._said_no_usage = True
+        else:
+            self.stats.prompt_tokens += reply.prompt_tokens or 0
+            self.stats.completion_tokens += reply.completion_tokens
+        num_tokens = reply.completion_tokens if len(reply.choices) == 1 else None
+        done = [Completion(r.key, text, num_tokens, finish)
+                for r, (text, finish) in zip(call.requests, reply.choices)]
+        rest = call.requests[len(reply.choices):]
+        if rest and not self.server_ignores_n:
+            self.server_ignores_n = True
+            log(f"{self.where}: the server ignores `n` (asked for {call.n} choices, got 1): "
+                "sending one seeded request per sample from now on")
+        return done, [_Call([r]) for r in rest]
+
+    # --- one call, in a worker thread ---
+
+    def _work(self, call: _Call, run: _Run) -> None:
+        _thread.key, _thread.cancel, _thread.status = call.requests[0].key, run.cancel, None
+        try:
+            outcome = self._send(call)
+        except BaseException as exc:  # noqa: BLE001 - handed to the generating thread, which raises it
+            outcome = exc
+        if not run.cancel.is_set():
+            run.results.put((call, outcome))
+
+    def _send(self, call: _Call) -> _Reply:
+        first = call.requests[0]
+        params = first.params
+        kwargs = {"model": self.model, "temperature": params.temperature, "top_p": params.top_p,
+                  "max_tokens": params.max_new_tokens, "seed": first.seed & SEED_MASK}
+        if call.n > 1:
+            kwargs["n"] = call.n
+        if params.top_k > 0:
+            kwargs["extra_body"] = {"top_k": params.top_k}
+        where = self._where(call)
+        try:
+            if self.gen.api == "completions":
+                raw = self.client.completions.with_raw_response.create(prompt=first.prompt_text, **kwargs)
+            else:
+                raw = self.client.chat.completions.with_raw_response.create(messages=list(first.messages), **kwargs)
+            content = raw.content
+        except openai.APIStatusError as exc:
+            raise self._status_error(exc, where) from None
+        except openai.APITimeoutError as exc:
+            raise self._gave_up(exc, where, f"no reply within generation.timeout={self.gen.timeout} s") from None
+        except openai.APIConnectionError as exc:
+            cause = exc.__cause__
+            what = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+            raise self._gave_up(exc, where, f"cannot connect: {what}") from None
+        except _Cancelled:
+            raise
+        except openai.OpenAIError as exc:
+            raise BackendError(f"{where}: {type(exc).__name__}: {self._scrub(preview(str(exc), 200))}") from None
+        return self._parse(content, call, where)
+
+    def _parse(self, content: bytes, call: _Call, where: str) -> _Reply:
+        def bad(what: str) -> BackendError:
+            return BackendError(f"{where}: bad reply: {what}")
+
+        def shown(value) -> str:
+            return preview(self._scrub(json.dumps(value)), 120)
+
+        try:
+            data = json.loads(content)
+        except ValueError:
+            raise bad(f"not JSON: {preview(self._scrub(content.decode('utf-8', 'replace')), 120)!r}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+            raise bad(f"expected an object with a `choices` list, got {shown(data)}")
+        choices, n = data["choices"], call.n
+        if len(choices) != n and not (len(choices) == 1 and n > 1 and self.gen.use_n == "auto"):
+            raise bad(f"{len(choices)} choices for n={n}")
+        by_index = {}
+        for position, choice in enumerate(choices):
+            if not isinstance(choice, dict):
+                raise bad(f"choices[{position}]: expected an object, got {shown(choice)}")
+            index = choice.get("index", 0 if len(choices) == 1 else None)
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(choices):
+                raise bad(f"choices[{position}].index: {shown(index)} is not in 0..{len(choices) - 1}")
+            if index in by_index:
+                raise bad(f"choices[{position}].index: {index} appears twice")
+            by_index[index] = self._choice(choice, position, bad, shown)
+        usage = data.get("usage")
+        prompt_tokens = completion_tokens = None
+        if usage is not None:
+            if not (isinstance(usage, dict) and _count(usage.get("prompt_tokens", 0))
+                    and _count(usage.get("completion_tokens"))):
+                raise bad(f"usage: expected integer prompt_tokens and completion_tokens, got {shown(usage)}")
+            prompt_tokens, completion_tokens = usage.get("prompt_tokens", 0), usage["completion_tokens"]
+        return _Reply([by_index[i] for i in range(len(choices))], prompt_tokens, completion_tokens)
+
+    def _choice(self, choice: dict, position: int, bad, shown) -> tuple[str, str]:
+        if self.gen.api == "completions":
+            field, text = "text", choice.get("text")
+        else:
+            message = choice.get("message")
+            field, text = "message.content", message.get("content") if isinstance(message, dict) else None
+        if not isinstance(text, str):
+            raise bad(f"choices[{position}].{field}: expected a string, got {shown(text)}")
+        finish = choice.get("finish_reason")
+        if finish not in FINISH_REASONS:
+            raise bad(f"choices[{position}].finish_reason: {shown(finish)} is not one of {', '.join(FINISH_REASONS)}")
+        return text, finish
+
+    def _status_error(self, exc: openai.APIStatusError, where: str) -> BackendError:
+        status = exc.status_code
+        said = f"HTTP {status}" + (f": {detail}" if (detail := self._server_message(exc)) else "")
+        attempts = _attempts(exc)
+        if attempts > 1 or is_transient_status(status):
+            return self._gave_up(exc, where, said)
+        if status in (401, 403):
+            hint = (f"check the key in ${self.gen.api_key_env}" if self._key else
+                    f"no key was sent: put it in the environment variable ${self.gen.api_key_env} "
+                    "(generation.api_key_env names it)")
+        elif status == 404:
+            hint = (f"check generation.base_url (usually ends in /v1) and generation.model "
+                    f"({self.model!r} must be a name the server serves)")
+        else:
+            hint = (f"the server rejected the request: check generation.model ({self.model!r}), "
+                    f"generation.api ({self.gen.api}) and the sampling settings")
+        return BackendError(f"{where}: {said} ({hint})")
+
+    def _gave_up(self, exc: openai.APIError, where: str, what: str) -> BackendError:
+        attempts = _attempts(exc)
+        return BackendError(f"{where}: failed after {attempts} attempt{'s' if attempts != 1 else ''}; last: "
+                            f"{self._scrub(what)} (is the server up? see generation.max_retries "
+                            f"(now {self.gen.max_retries}), generation.timeout (now {self.gen.timeout} s) "
+                            f"and generation.base_url)")
+
+    def _server_message(self, exc: openai.APIStatusError) -> str:
+        body = exc.body
+        if isinstance(body, dict) and isinstance(body.get("message"), str):
+            text = body["message"]
+        elif isinstance(body, str):
+            text = body
+        elif body is not None:
+            text = json.dumps(body)
+        else:
+            try:
+                text = exc.response.text
+            except Exception:  # noqa: BLE001 - the status alone still says what failed
+                text = ""
+        return preview(self._scrub(text), 200)
+
+    def _where(self, call: _Call) -> str:
+        extra = f" (one call for {call.n} samples)" if call.n > 1 else ""
+        return f"{self.where}: request {call.requests[0].key}{extra}"
+
+    def _scrub(self, text: str) -> str:
+        return redact(text, self._key)
+
+    # --- httpx hooks: run in the worker thread before each attempt and after each response ---
+
+    def _before_send(self, request) -> None:
+        cancel = getattr(_thread, "cancel", None)
+        if cancel is not None and cancel.is_set():
+            raise _Cancelled("generation was abandoned")
+        retry = request.headers.get("x-stainless-retry-count", "0")
+        if retry != "0":
+            status = getattr(_thread, "status", None)
+            last = f"HTTP {status}" if status is not None else "timed out or connection failed"
+            log(f"{self.where}: request {getattr(_thread, 'key', '?')}: {last}; "
+                f"retry {retry}/{self.gen.max_retries}")
+        _thread.status = None
+
+    def _after_receive(self, response) -> None:
+        _thread.status = response.status_code
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _attempts(exc: openai.APIError) -> int:
+    """How many attempts the openai client made: its last request carries the retry count."""
+    try:
+        return int(exc.request.headers.get("x-stainless-retry-count", "0")) + 1
+    except (AttributeError, ValueError):
+        return 1
