@@ -235,7 +235,7 @@ class Config:
     logging_steps: int = 1
 
     def validate(self, where: str = "config") -> "Config":
-        """Check every value on its own (each section checks itself); see checks.py for combinations."""
+        """Check each value (each section checks its own); checks.check_runnable: what cannot run here."""
         self.reward_config.validate(where)
         self._validate_choices(where)
         self.generation.validate(where)

@@ -166,7 +166,8 @@ def test_n_is_honoured_one_call_per_prompt_choices_in_order(serve, api):
     assert b.describe() == {"backend": "openai", "base_url": server.url, "model": MODEL, "api": api,
                             "server_ignores_n": False}
     if api == "chat":
-        assert server.bodies()[0]["messages"] == [{"role": "user", "content": "prompt 0"}]
+        assert sorted(body["messages"][0]["content"] for body in server.bodies()) == ["prompt 0", "prompt 1"]
+        assert all(body["messages"] == [{"role": "user", "content": prompt_of(body)}] for body in server.bodies())
 
 
 @pytest.mark.parametrize("concurrency", [1, 3])
@@ -229,6 +230,12 @@ def test_429_waits_for_retry_after_not_the_backoff(serve, monkeypatch):
     started = time.monotonic()
     got = run(backend(server.url), requests_for(1, 1))
     assert time.monotonic() - started < 2.0 and len(server.calls) == 2 and "p0-s0" in got
+
+    # A wait longer than the client's limit (120 s) is not retried, and the error says why.
+    server = serve(lambda n, path, body, headers: (429, {"Retry-After": "500"}, "slow down"))
+    with pytest.raises(BackendError, match=r"after 1 attempt; last: HTTP 429: slow down \(it asked to wait 500 s"):
+        run(backend(server.url, max_retries=3), requests_for(1, 1))
+    assert len(server.calls) == 1
 
 
 def test_a_stalled_reply_is_retried_then_reported_after_the_last_attempt(serve):

@@ -21,89 +21,11 @@ holds (a launched server, a client pool) on success, error or Ctrl-C.
 """
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Protocol
-
-from selftrain.config import GENERATION_BACKENDS as BACKENDS
 from selftrain.errors import InputError
-
-FINISH_REASONS = ("stop", "length")
-
-
-class BackendError(InputError):
-    """A generation service failed or answered outside its protocol: the stage stops with one line.
-
-    Records already written stay on disk; a rerun resumes after them."""
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    temperature: float = 0.7  # 0 means greedy
-    top_p: float = 1.0
-    top_k: int = 0  # 0 means no top-k cut
-    max_new_tokens: int = 128
-
-
-@dataclass(frozen=True)
-class Request:
-    """One sample to generate. `prompt_text` is the exact rendered prompt (local
-    models and servers that serve the student's weights take it); `messages` are
-    the chat messages (chat APIs take them). `seed` seeds this request's own
-    random stream, so its reply does not depend on what else is in the batch."""
-
-    key: str
-    prompt_text: str | None = None
-    messages: tuple[dict, ...] | None = None
-    params: SamplingParams = field(default_factory=SamplingParams)
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class Completion:
-    key: str
-    text: str
-    # generated tokens, without the stop token; None when the backend cannot tell (the openai backend
-    # for a call that returned n > 1 choices: the API counts only their total)
-    num_tokens: int | None
-    finish_reason: str  # "stop" (a stop token or string ended it) or "length" (max_new_tokens reached)
-    token_ids: tuple[int, ...] | None = None  # local backends only (benchmark agreement, tests)
-
-
-@dataclass
-class GenerationStats:
-    requests: int = 0  # calls made (HTTP requests; samples for local backends)
-    completions: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict:
-        rate = self.completion_tokens / self.seconds if self.seconds else 0.0
-        return {"requests": self.requests, "completions": self.completions, "prompt_tokens": self.prompt_tokens,
-                "generated_tokens": self.completion_tokens, "seconds": round(self.seconds, 2),
-                "tokens_per_s": round(rate, 1)}
-
-
-class Backend(Protocol):
-    name: str
-    stats: GenerationStats
-
-    def generate(self, requests: Iterable[Request]) -> Iterator[Completion]:
-        """One Completion per request, in the order they finish."""
-
-    def describe(self) -> dict:
-        """What produced the replies (backend, model, server, dtype, ...), for markers and logs."""
-
-    def __enter__(self) -> "Backend": ...
-
-    def __exit__(self, *exc) -> None: ...
-
-
-def request_seed(seed: int, key: str) -> int:
-    """A request's own seed from the stage's seed and the request key (63 bits)."""
-    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+from selftrain.generation.base import (  # noqa: F401 - the package's public types
+    BACKENDS, FINISH_REASONS, Backend, BackendError, Completion, GenerationStats, Request, SamplingParams,
+    request_seed,
+)
 
 
 def get_backend(config, model_name: str, spec, *, batch_size: int, progress: bool = True) -> Backend:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from transformers.cache_utils import DynamicLayer
 
 from selftrain.errors import InputError
-from selftrain.generation import SamplingParams
+from selftrain.generation.base import SamplingParams
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from selftrain.generation import GenerationStats, Request, SamplingParams, request_seed
+from selftrain.generation.base import GenerationStats, Request, SamplingParams, request_seed
 from selftrain.logging import log
 from selftrain.records import JsonlAppender
 

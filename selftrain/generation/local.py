@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Iterable, Iterator
 
-from selftrain.generation import BackendError, Completion, GenerationStats, Request
+from selftrain.generation.base import BackendError, Completion, GenerationStats, Request
 from selftrain.logging import log
 from selftrain.prompts import PromptSpec, encode_prompt
 

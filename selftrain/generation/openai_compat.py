@@ -21,13 +21,15 @@ prompts go one request per sample at once. Any other count is an error.
 `use_n: never` always sends one request per sample.
 
 Retries are the openai client's own (`generation.max_retries` on timeouts,
-connection errors, 408/409/429/5xx, exponential backoff from 0.5 s, a server's
-Retry-After up to 120 s honoured), each logged here; `generation.timeout` bounds
-each connect/read/write. Replies are checked, never guessed: a reply that is not
-JSON, has no `choices` list, a choice whose text is not a string (null chat
-content), a `finish_reason` other than "stop" or "length" (e.g. "content_filter"),
-or a wrong number of choices stops the stage with a BackendError naming the
-request key. Other 4xx stop it at once. `usage` may be missing (some servers omit
+connection errors, 408/409/429/5xx, exponential backoff from 0.5 s to 8 s; a
+server's Retry-After is honoured up to 120 s, a longer one is not retried), each
+retry logged here; `generation.timeout` bounds each connect/read/write.
+
+Replies are checked, never guessed: a reply that is not JSON, has no `choices`
+list, a choice whose text is not a string (null chat content), a `finish_reason`
+other than "stop" or "length" (e.g. "content_filter"), or a wrong number of
+choices or bad indices stops the stage with a BackendError naming the request
+key; so does any other 4xx, at once. `usage` may be missing (some servers omit
 it: its tokens count 0 in `stats`, said once); when present it must hold integer
 token counts. `Completion.num_tokens` is `usage.completion_tokens` for a call that
 produced one choice, None for n > 1 (the API counts only the total).
@@ -57,8 +59,8 @@ from urllib.parse import urlsplit
 import openai
 from tqdm import tqdm
 
-from selftrain.generation import FINISH_REASONS, BackendError, Completion, GenerationStats, Request
-from selftrain.http import is_transient_status, key_from_env, preview, redact
+from selftrain.generation.base import FINISH_REASONS, BackendError, Completion, GenerationStats, Request
+from selftrain.http import is_transient_status, key_from_env, parse_retry_after, preview, redact
 from selftrain.logging import log
 
 PLACEHOLDER_KEY = "sk-no-key"  # sent when no key is set: servers started without --api-key accept anything
@@ -314,6 +316,9 @@ class OpenAIBackend:
         said = f"HTTP {status}" + (f": {detail}" if (detail := self._server_message(exc)) else "")
         attempts = _attempts(exc)
         if attempts > 1 or is_transient_status(status):
+            wait = parse_retry_after(exc.response.headers.get("retry-after"))
+            if attempts == 1 and self.gen.max_retries > 0 and wait:
+                said += f" (it asked to wait {wait:g} s, longer than the openai client waits: not retried)"
             return self._gave_up(exc, where, said)
         if status in (401, 403):
             hint = (f"check the key in ${self.gen.api_key_env}" if self._key else

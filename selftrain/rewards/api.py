@@ -10,9 +10,10 @@ message of `messages`, else the rendered `prompt_text`. A scoring service is
 asked about the question as the dataset states it, not about this run's chat
 template, system prompt and few-shot examples (`selftrain.rewards.question_of`).
 
-Timeouts, connection errors, HTTP 408, 429 and 5xx are retried up to
-`api_max_retries` times, waiting `backoff_base` seconds doubled each time (at
-most `backoff_max`), or the server's `Retry-After` (at most `retry_after_max`).
+Timeouts, connection errors, HTTP 408, 429 and 5xx are retried (by
+`selftrain.http.with_retries`) up to `api_max_retries` times, waiting
+`backoff_base` seconds doubled each time (at most `backoff_max`), or the
+server's `Retry-After` (at most `retry_after_max`).
 After the last retry, or at once for any other 4xx, a redirect, or a reply that
 is not exactly one finite number per item, the stage stops with an InputError
 naming the endpoint and the batch: a reward is never guessed. `api_timeout`

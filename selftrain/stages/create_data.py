@@ -175,7 +175,7 @@ def _step_judge(args, config, outputs, generator: _Generator) -> None:
     from selftrain.stages.judge import judge_file
 
     out = outputs["judge"]
-    out.finish(config, judge_file(config, _input_of("judge", outputs, args), out.path))
+    out.finish(config, judge_file(config, _input_of("judge", outputs, args), out.path, aside=out.marker is None))
 
 
 def _step_rationalize(args, config, outputs, generator: _Generator) -> None:
