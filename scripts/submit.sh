@@ -47,5 +47,5 @@ for n in $(seq "$FROM" "$TO"); do
       --output="$RESULTS/$RUN/logs/slurm-%x-%A_%a.out" slurm/generate_array.sh "${common[@]}" N="$n"
     submit "iteration $n: merge shards" slurm/merge_shards.sh "${common[@]}" N="$n" NUM_SHARDS="$SHARDS"
   fi
-  submit "iteration $n" slurm/star_iter.sh "${common[@]}" N="$n"
+  submit "iteration $n" slurm/iter.sh "${common[@]}" N="$n"
 done

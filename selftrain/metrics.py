@@ -66,9 +66,11 @@ def reward_stats(records: list[dict]) -> dict:
 
 def response_signals(records: list[dict]) -> dict:
     texts = [r["response"] for r in records]
+    # a server that answered n choices in one call reports only their total: those replies have no count
+    tokens = [r["num_tokens"] for r in records if r.get("num_tokens") is not None]
     return {
         "mean_response_chars": round(statistics.fmean(len(t) for t in texts), 1) if texts else None,
-        "mean_response_tokens": round(statistics.fmean(r.get("num_tokens", 0) for r in records), 1) if texts else None,
+        "mean_response_tokens": round(statistics.fmean(tokens), 1) if tokens else None,
         "distinct_2": distinct_n(texts, 2),
         "duplicate_rate": duplicate_rate(records),
         "no_answer_rate": _rate(records, lambda r: not r.get("answer_found", True)),

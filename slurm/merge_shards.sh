@@ -10,7 +10,7 @@
 #   bash slurm/merge_shards.sh CONFIG=configs/demo.yaml N=1 NUM_SHARDS=4
 #
 # The result is the file one unsharded run would write, record for record and in the same order;
-# `make iter N=...` (or slurm/star_iter.sh) then goes on with judging.
+# `make iter N=...` (or slurm/iter.sh) then goes on with judging.
 set -euo pipefail
 USAGE_FROM=${BASH_SOURCE[0]}
 . "$(dirname "$USAGE_FROM")/common.sh" 2>/dev/null || . "${SLURM_SUBMIT_DIR:-.}/slurm/common.sh"

@@ -13,7 +13,7 @@
 #       [ACCELERATE_CONFIG=configs/accelerate/fsdp.yaml] [PROCS_PER_NODE=4] [RUN=] [RESULTS=]
 #
 # The iteration's training set must exist (make $RESULTS/$RUN/iter_NN/train.done, or the stages
-# before it); the rest of the iteration (evaluation) then runs with `make iter` or star_iter.sh.
+# before it); the rest of the iteration (evaluation) then runs with `make iter` or iter.sh.
 # PROCS_PER_NODE defaults to the node's GPUs (SLURM_GPUS_ON_NODE), else 1. Without
 # ACCELERATE_CONFIG the processes run plain DDP (NCCL on GPUs, gloo on CPUs); the configs under
 # configs/accelerate/ give DDP, FSDP and DeepSpeed ZeRO-2. Run 'make setup' once before submitting.

@@ -378,7 +378,7 @@ def test_a_consumer_that_stops_leaves_no_retries_and_no_threads_behind(serve):
     first = next(stream)
     started = time.monotonic()
     stream.close()
-    assert time.monotonic() - started < 0.2 and first.key == "p0-s0"
+    assert time.monotonic() - started < 0.2 and first.key in ("p0-s0", "p0-s1")  # whichever arrived first
     time.sleep(0.9)  # the stalled call got its 500: the client would retry now, were it not abandoned
     assert len(server.calls) == 2
     assert not [t for t in threading.enumerate() if t.name.startswith("openai-")]

@@ -95,9 +95,9 @@ def stage_file(run_dir: Path, n: int, stage: str) -> Path:
 
 def test_one_iteration_with_sbatch_leaves_what_bash_and_make_leave(tmp_path):
     config = write_config(tmp_path / "slurm.json")
-    local = run(["bash", "slurm/star_iter.sh", f"CONFIG={config}", "N=1", "RUN=local", f"RESULTS={tmp_path}"])
+    local = run(["bash", "slurm/iter.sh", f"CONFIG={config}", "N=1", "RUN=local", f"RESULTS={tmp_path}"])
     assert local.returncode == 0, local.stdout[-3000:] + local.stderr[-3000:]
-    job = sbatch("--output", str(tmp_path / "slurm-%j.out"), "slurm/star_iter.sh", f"CONFIG={config}", "N=1",
+    job = sbatch("--output", str(tmp_path / "slurm-%j.out"), "slurm/iter.sh", f"CONFIG={config}", "N=1",
                  "RUN=batch", f"RESULTS={tmp_path}")
     assert wait([job]) == {job: "COMPLETED"}, (tmp_path / f"slurm-{job}.out").read_text()[-3000:]
     local_dir, batch_dir = tmp_path / "local", tmp_path / "batch"
@@ -105,9 +105,9 @@ def test_one_iteration_with_sbatch_leaves_what_bash_and_make_leave(tmp_path):
     assert "iter_01/model/model.safetensors" in files_of(batch_dir)
     for stage in ("samples", "judged", "train"):  # seeded per request: the same records, byte for byte
         assert stage_file(batch_dir, 1, stage).read_bytes() == stage_file(local_dir, 1, stage).read_bytes(), stage
-    log = (batch_dir / "logs" / f"star_iter_01_{job}.log").read_text()
+    log = (batch_dir / "logs" / f"iter_01_{job}.log").read_text()
     assert f"job {job}" in log and "iteration 1 of batch done" in log
-    assert "job none (not under SLURM)" in next((local_dir / "logs").glob("star_iter_01_local.log")).read_text()
+    assert "job none (not under SLURM)" in next((local_dir / "logs").glob("iter_01_local.log")).read_text()
 
 
 def test_chain_of_two_iterations_runs_in_order(tmp_path):
@@ -137,7 +137,7 @@ def test_a_failed_first_job_leaves_nothing_pending(tmp_path):
     states = wait(jobs, timeout=120)
     assert states[jobs[0]] == "FAILED"
     assert all(states[j] == "CANCELLED" for j in jobs[1:]), states  # cancelled, not pending forever
-    assert "unknown key 'learning_rat'" in (tmp_path / "broken" / "logs" / f"star_iter_01_{jobs[0]}.log").read_text()
+    assert "unknown key 'learning_rat'" in (tmp_path / "broken" / "logs" / f"iter_01_{jobs[0]}.log").read_text()
 
 
 def test_three_shard_array_and_merge_equal_the_unsharded_run(tmp_path):
