@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 
 # bitsandbytes (imported by peft/transformers when installed) warns on every CPU import that an
@@ -10,5 +11,11 @@ import time
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
+_lock = threading.Lock()  # backends log from worker threads: one whole line at a time
+
+
 def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+    line = f"[{time.strftime('%H:%M:%S')}] {message}\n"
+    with _lock:
+        sys.stderr.write(line)
+        sys.stderr.flush()

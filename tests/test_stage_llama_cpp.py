@@ -19,7 +19,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "tiny.yaml"
 # every sample that stopped is kept: the comparison is about the records, not about how many are right
-COMMON = ["--config", str(CONFIG), "--iteration", "1", "--set", "filter_strategy=none", "--set", "num_train_epochs=0.5"]
+# (Expert Iteration's chain: no rationalization stage between judge and select)
+COMMON = ["--config", str(CONFIG), "--iteration", "1", "--set", "filter_strategy=none", "--set", "num_train_epochs=0.5",
+          "--set", "method=expert_iteration"]
 SERVER = ["--set", "generation.backend=openai", "--set", "generation.server=llama_cpp"]
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is a pinned test dependency (make setup)")
