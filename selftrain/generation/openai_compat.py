@@ -103,7 +103,9 @@ class _Run:
 class OpenAIBackend:
     name = "openai"
 
-    def __init__(self, gen, served_model: str, progress: bool = True, base_url: str | None = None):
+    def __init__(self, gen, served_model: str, progress: bool = True, base_url: str | None = None,
+                 use_key: bool = True):
+        """`use_key=False` (a server the stage launched itself): the user's key is never sent."""
         self.gen, self.model, self.progress = gen, served_model, progress
         self.base_url = (base_url or gen.base_url or "").rstrip("/")
         if not self.base_url:
@@ -111,9 +113,9 @@ class OpenAIBackend:
                                "(e.g. http://127.0.0.1:8000/v1)")
         if gen.api not in ("completions", "chat"):
             raise BackendError(f"generation.api: {gen.api!r} is not one of completions, chat")
-        self._key = key_from_env(gen.api_key_env)
+        self._key = key_from_env(gen.api_key_env) if use_key else ""
         host = urlsplit(self.base_url).hostname or ""
-        if not self._key:
+        if not self._key and use_key:
             log(f"openai backend: no API key (${gen.api_key_env or '<generation.api_key_env>'} is not set): "
                 + ("a local server needs none" if host in LOOPBACK else
                    f"requests to {self.where} go without one; a server that needs one will answer 401"))

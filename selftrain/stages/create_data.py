@@ -52,7 +52,8 @@ def parser():
     p.add_argument("--top_p", type=float)
     p.add_argument("--max_new_tokens", type=int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
+    p.add_argument("--steps", help=f"comma-separated subset of {','.join(STEPS)} (default: all of them; "
+                                   "without rationalize for method: expert_iteration)")
     p.add_argument("--shard", type=int, help="with --steps generate: generate only slice I of --num_shards")
     p.add_argument("--num_shards", type=int, help="number of generation shards")
     p.add_argument("--merge_shards", type=int, metavar="S", help="merge S finished generation shards")
@@ -163,7 +164,8 @@ def merge_shards(args, config, out: StageOutput, num_shards: int) -> None:
                 appender.write(record)
     reorder_jsonl(out.path, sample_ids(prompts, config.num_generations_per_prompt))  # checks nothing is missing
     total = {key: sum(m["metrics"].get(key, 0) for m in markers)
-             for key in ("generated", "skipped_existing", "generated_tokens", "samples")}
+             for key in ("generated", "skipped_existing", "generated_tokens", "samples", "requests", "completions",
+                         "prompt_tokens")}
     seconds = [m["metrics"].get("seconds", 0) for m in markers]
     out.finish(config, {**total, "prompts": len(prompts), "merged_shards": num_shards,
                         "shard_seconds": seconds, "round": describe_round(config, prompts)},
@@ -225,14 +227,14 @@ STEP_FUNCTIONS = {"generate": _step_generate, "judge": _step_judge,
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+    steps = [s.strip() for s in (args.steps or ",".join(STEPS)).split(",") if s.strip()]
     for s in steps:
         if s not in STEPS:
             raise InputError(f"--steps: unknown step {s!r} (expected some of {', '.join(STEPS)})")
     steps = [s for s in STEPS if s in steps]  # always in pipeline order
     _check_shard_args(args, steps)
     config = resolve_config(args, FLAGS)
-    if config.method == "expert_iteration" and args.steps == ",".join(STEPS):
+    if config.method == "expert_iteration" and args.steps is None:
         steps.remove("rationalize")  # Expert Iteration is STaR without rationalization
     outputs = _outputs(args, steps)
     if args.merge_shards is not None:

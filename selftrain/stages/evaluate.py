@@ -41,11 +41,11 @@ def evaluate(config, model_name: str, records: list[dict], spec: PromptSpec) -> 
     from selftrain.generation.jobs import open_backend, sampling_params
 
     backend, tokenizer = open_backend(config, model_name, spec, batch_size=config.eval_batch_size)
-    prompts = {r["id"]: render_prompt(tokenizer, r, spec) for r in records}
-    params = sampling_params(config, greedy=True)
-    requests = [Request(r["id"], prompts[r["id"]], tuple(build_messages(r, spec)), params,
-                        request_seed(config.seed, r["id"])) for r in records]
     with backend:
+        prompts = {r["id"]: render_prompt(tokenizer, r, spec) for r in records}
+        params = sampling_params(config, greedy=True)
+        requests = [Request(r["id"], prompts[r["id"]], tuple(build_messages(r, spec)), params,
+                            request_seed(config.seed, r["id"])) for r in records]
         completions = {c.key: c for c in backend.generate(requests)}
     outputs = []
     for r in records:

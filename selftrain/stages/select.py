@@ -170,9 +170,11 @@ def main(argv=None):
     p.add_argument("--output", help="training set JSONL (default by hand: beside --input, without .judged)")
     args = p.parse_args(argv)
     config = resolve_config(args, {})
-    rationales = ("rationales",) if config.method == "star" and args.run_dir and not args.input else ()
-    stage = open_stage(args, "train", inputs=("judged",) + rationales, optional=() if rationales else ("rationales",),
-                       hand_output="")
+    # STaR trains on its rationales too (in a run they must exist; by hand, when beside the input);
+    # Expert Iteration never does, even if a rationales file lies around
+    star, in_run = config.method == "star", bool(args.run_dir and not args.input)
+    stage = open_stage(args, "train", inputs=("judged", "rationales") if star and in_run else ("judged",),
+                       optional=("rationales",) if star and not in_run else (), hand_output="")
     if stage.done():
         return
     metrics = write_training_set(config, stage.inputs["judged"], stage.inputs.get("rationales"), stage.path)
