@@ -136,6 +136,7 @@ class GenerationConfig:
     max_concurrency: int = 8  # requests in flight
     timeout: float = 120.0  # seconds per request
     max_retries: int = 5  # the openai client's own retries with backoff (429, 5xx, timeouts, connection errors)
+    extra_body: dict = field(default_factory=dict)  # fields added to every request, e.g. {min_p: 0} for llama.cpp
     use_n: str = "auto"  # auto: ask for N choices with `n`, fall back to N seeded requests if fewer come | never
     # a server the stage launches for its own model, on a free loopback port, stopped when the stage ends
     server: str = ""  # "" (use base_url) | llama_cpp | vllm

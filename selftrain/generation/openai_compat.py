@@ -9,7 +9,10 @@ top_k 40, ...): `temperature` (0 = greedy), `top_p`, `max_tokens`
 (= max_new_tokens; not `max_completion_tokens`, which llama.cpp ignores) and `seed`
 (the request's seed cut to 31 bits). OpenAI has no top-k: `top_k > 0` goes in the
 body as the non-standard `top_k` field (vLLM and llama.cpp honour it, OpenAI
-rejects or ignores it); `top_k = 0` sends nothing.
+rejects or ignores it); `top_k = 0` sends nothing. `generation.extra_body` adds
+fields to every request (a server's own knobs); a launched llama.cpp server gets
+`min_p: 0, repeat_penalty: 1.0, top_k: 0` too, since its own defaults (0.05, 1.1,
+40) would otherwise change the sampling asked for.
 
 N samples of one prompt (same prompt or messages and sampling, consecutive or
 not) are one call with `n=N` (`generation.use_n: auto`), the call seeded with the
@@ -104,9 +107,11 @@ class OpenAIBackend:
     name = "openai"
 
     def __init__(self, gen, served_model: str, progress: bool = True, base_url: str | None = None,
-                 use_key: bool = True):
-        """`use_key=False` (a server the stage launched itself): the user's key is never sent."""
+                 use_key: bool = True, extra_body: dict | None = None):
+        """`use_key=False` (a server the stage launched itself): the user's key is never sent.
+        `extra_body`: fields sent with every request, over `generation.extra_body`."""
         self.gen, self.model, self.progress = gen, served_model, progress
+        self.extra_body = {**gen.extra_body, **(extra_body or {})}
         self.base_url = (base_url or gen.base_url or "").rstrip("/")
         if not self.base_url:
             raise BackendError("generation.base_url: missing: the openai backend needs the server's URL "
@@ -242,8 +247,11 @@ class OpenAIBackend:
                   "max_tokens": params.max_new_tokens, "seed": first.seed & SEED_MASK}
         if call.n > 1:
             kwargs["n"] = call.n
+        extra = dict(self.extra_body)
         if params.top_k > 0:
-            kwargs["extra_body"] = {"top_k": params.top_k}
+            extra["top_k"] = params.top_k
+        if extra:
+            kwargs["extra_body"] = extra
         where = self._where(call)
         try:
             if self.gen.api == "completions":

