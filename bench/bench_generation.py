@@ -9,7 +9,7 @@ one after the other in one process:
                 (`llama_cpp.server`), launched by the backend on the embedded model's
                 GGUF file (Q4_1 weights: not the same numbers as the HF checkpoint)
 
-    .venv/bin/python bench/bench_generation.py [--model smollm2-135m] [--prompts 128]
+    .venv/bin/python bench/bench_generation.py [--model smollm2-135m] [--prompts 64]
         [--samples 2] [--batch_size 64] [--max_new_tokens 96] [--temperature 0.8] [--k 0]
         [--backends selftrain,hf,llama_cpp] [--greedy 32]
 
@@ -62,7 +62,7 @@ def open_backend(name: str, args, model, tokenizer, spec):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--prompts", type=int, default=128)
+    p.add_argument("--prompts", type=int, default=64)
     p.add_argument("--samples", type=int, default=2, help="samples per prompt")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight to a server")

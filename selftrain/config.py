@@ -26,6 +26,7 @@ FILTER_STRATEGIES = ("correct", "top_k_percent", "threshold", "best_of_n", "none
 TRAINING_METHODS = ("lora", "full", "qlora")
 METHODS = ("star", "expert_iteration")  # one mk/<method>.mk each
 GENERATION_BACKENDS = ("selftrain", "hf", "openai")
+SERVER_KINDS = ("llama_cpp", "vllm")  # servers a stage can launch (generation.server)
 MOVED = {"generation_engine": "generation.backend"}  # keys of earlier releases, and where they went
 
 BALANCE_KEYS = ("", "answer", "category", "difficulty", "dataset")
@@ -149,7 +150,7 @@ class GenerationConfig:
             return InputError(f"{where}: generation.{key}: {message}")
 
         for key, allowed in (("backend", GENERATION_BACKENDS), ("api", ("completions", "chat")),
-                             ("use_n", ("auto", "never")), ("server", ("", "llama_cpp", "vllm"))):
+                             ("use_n", ("auto", "never")), ("server", ("",) + SERVER_KINDS)):
             if getattr(self, key) not in allowed:
                 raise bad(key, f"{getattr(self, key)!r} is not one of {', '.join(repr(a) if not a else a for a in allowed)}")
         if self.max_concurrency < 1:

@@ -16,9 +16,12 @@ only missing stages. An unfinished stage leaves its timestamped file without a
 marker; the rerun picks that file up and appends to it. Which stages a run has
 is the method's chain (mk/<method>.mk); this module knows none of them by name.
 
-Every stage script follows one contract, `open_stage`: resolve its inputs (the
-iteration's finished stages in a run, sibling files by hand), name its output,
-return early when its marker exists, and `finish` with metrics and the config.
+The stage scripts share one contract, `open_stage` / `Stage`: resolve the inputs
+(the iteration's finished stages in a run, sibling files by hand), name the
+output, return early when the marker exists (`done`), and `finish` with
+metrics and the config. (train.py's output is a checkpoint folder and
+create_data.py's hand-run files sit beside its --output, so those two build
+their StageOutput themselves and use `Stage` for the rest.)
 """
 from __future__ import annotations
 

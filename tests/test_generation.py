@@ -1,4 +1,4 @@
-"""Tests for selftrain.generation: the continuous-batching engine against plain
+"""Tests for selftrain.generation.engine: the continuous-batching engine against plain
 `model.generate`, per-request sampling streams, stop/length handling, and the
 sampling primitives."""
 

@@ -43,11 +43,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from selftrain.config import SERVER_KINDS
 from selftrain.errors import InputError
 from selftrain.generation.base import GenerationStats
 from selftrain.logging import log
 
-KINDS = ("llama_cpp", "vllm")
+KINDS = SERVER_KINDS
 # what a server must be told so that it samples exactly as asked (its own defaults differ):
 # llama.cpp's server samples with top_k 40, min_p 0.05 and repeat_penalty 1.1 unless told otherwise
 NEUTRAL_SAMPLING = {"llama_cpp": {"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0}}
