@@ -104,4 +104,4 @@ def test_seed000_complete_example_runs_two_rounds(tmp_path):
     assert "Round metrics" in report and "distinct-2" in report
     assert (run_dir / "report.png").stat().st_size > 10_000
     rows = [line for line in (run_dir / "report.md").read_text().splitlines() if re.match(r"\| [12] \| \d", line)]
-    assert len(rows) == 4  # iterations 1 and 2 in both tables
+    assert len(rows) == 6  # iterations 1 and 2 in all three tables (progress, round metrics, stages)
