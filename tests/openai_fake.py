@@ -7,6 +7,7 @@ test can count and inspect what a backend or a stage subprocess asked for.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -81,3 +82,19 @@ class FakeOpenAI:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+@contextlib.contextmanager
+def fake_servers():
+    """`start(reply=None, honour_n=True)` starts a FakeOpenAI; all are closed on leaving."""
+    servers = []
+
+    def start(reply=None, honour_n=True) -> FakeOpenAI:
+        servers.append(FakeOpenAI(reply, honour_n))
+        return servers[-1]
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.close()

@@ -26,7 +26,7 @@ from selftrain.config import GenerationConfig
 from selftrain.generation import BackendError, Request, SamplingParams, request_seed
 from selftrain.generation.openai_compat import OpenAIBackend
 
-from openai_fake import FakeOpenAI, prompt_of  # tests/ is on sys.path (pytest prepends a test file's folder)
+from openai_fake import FakeOpenAI, fake_servers, prompt_of  # tests/ is on sys.path (pytest prepends a test file's folder)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SECRET = "sk-test-SECRET"
@@ -42,15 +42,8 @@ def serve(monkeypatch):
                 "OPENAI_API_KEY", KEY_ENV):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr("openai._base_client.INITIAL_RETRY_DELAY", 0.01)
-    servers = []
-
-    def start(reply=None, honour_n=True) -> FakeOpenAI:
-        servers.append(FakeOpenAI(reply, honour_n))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.close()
+    with fake_servers() as start:
+        yield start
 
 
 def backend(url: str, **gen) -> OpenAIBackend:

@@ -34,7 +34,7 @@ from selftrain.config import load_config
 from selftrain.generation import request_seed
 from selftrain.generation.jobs import stage_seed
 
-from openai_fake import FakeOpenAI  # tests/ is on sys.path (pytest prepends a test file's folder)
+from openai_fake import FakeOpenAI, fake_servers  # tests/ is on sys.path (pytest prepends a test file's folder)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "tiny.yaml"
@@ -78,15 +78,8 @@ def stage_env(tmp_path_factory, smol_tokenizer_dir):
 
 @pytest.fixture
 def fake():
-    servers = []
-
-    def start(reply=None, honour_n=True) -> FakeOpenAI:
-        servers.append(FakeOpenAI(reply, honour_n))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.close()
+    with fake_servers() as start:
+        yield start
 
 
 def command(run_dir: Path, url: str) -> list[str]:
