@@ -124,7 +124,6 @@ class _Generator:
 
 def _step_generate(args, config, outputs, generator: _Generator) -> None:
     from selftrain.data import describe_round, load_train_prompts
-    from selftrain.models import resolve_model
     from selftrain.stages.generate import generate_samples
 
     prompts = load_train_prompts(config, args.iteration)  # validated before anything is written
@@ -136,8 +135,7 @@ def _step_generate(args, config, outputs, generator: _Generator) -> None:
             return
         extra = {"shard": args.shard, "num_shards": args.num_shards, "round_prompts": len(prompts)}
         prompts = shard_slice(prompts, args.shard, args.num_shards)
-    resolve_model(generator.name)  # a missing model is an input error, before any output exists
-    backend, tokenizer = generator.get()
+    backend, tokenizer = generator.get()  # a missing model is an input error, before any output exists
     metrics = generate_samples(config, generator.name, prompts, out.path, args.iteration, backend, tokenizer)
     out.finish(config, {**metrics, **extra, "round": describe_round(config, prompts)}, {"model": generator.name})
 
