@@ -130,8 +130,15 @@ demo: | setup  ## base eval + 3 STaR iterations on the embedded model and task, 
 test: | setup setup-test  ## the test suite (unit tests with tiny models + an end-to-end make iter)
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
-bench: | setup setup-test  ## generation benchmark: every backend (engine, model.generate, llama.cpp server) on the same prompts
-	$(PY) bench/bench_generation.py
+# PyTorch (ATen, oneDNN, MKL, FBGEMM) capped to AVX2 kernels, fp32: the AVX2 kind on an AVX-512 machine
+AVX2_ENV := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2
+BENCH_ARGS ?=
+
+bench: | setup setup-test  ## generation benchmark: every path on the same prompts, this CPU kind and emulated AVX2
+	$(PY) bench/bench_generation.py $(BENCH_ARGS)
+	@if $(PY) -c 'import sys, torch; sys.exit(not torch.backends.cpu.get_cpu_capability().startswith("AVX512"))'; then \
+	  echo "--- the same with AVX2 kernels only (emulated: $(AVX2_ENV))"; \
+	  $(AVX2_ENV) $(PY) bench/bench_generation.py $(BENCH_ARGS); fi
 
 clean-run:  ## delete the folder of RUN
 	rm -rf $(RUN_DIR)

@@ -1,23 +1,30 @@
-"""Generation benchmark: every backend on the same prompts, in one run.
+"""Generation benchmark: every generation path on the same prompts, in one run.
 
 Same prompts (the stage-1 prompts of the demo task), same sampling settings,
-one after the other in one process:
+one path after the other in one process, on this machine's CPU kind (printed;
+`make bench` runs it a second time with PyTorch capped to AVX2 kernels and fp32,
+the AVX2 kind):
 
-    selftrain   the in-house continuous-batching engine (local HF model)
-    hf          plain `model.generate` in fixed batches (the baseline of every ratio)
-    llama_cpp   the `openai` backend against llama.cpp's OpenAI-compatible server
-                (`llama_cpp.server`), launched by the backend on the embedded model's
-                GGUF file (Q4_1 weights: not the same numbers as the HF checkpoint)
+    hf                 plain `model.generate` in fixed batches: the baseline of every ratio
+    selftrain          the in-house continuous-batching engine, model in the hardware's dtype
+    selftrain_b128     the same with 128 rows in flight instead of 64   (bench only)
+    selftrain_compile  the same with every decoder layer under torch.compile(dynamic=True);
+                       its compilation is timed as start-up            (bench only)
+    selftrain_int8     the engine on int8 linear layers (selftrain/generation/int8.py)
+    llama_cpp          the `openai` backend against llama.cpp's server on the embedded model's
+                       GGUF (Q4_1 weights; one request at a time)   (not in the default list)
+
+For each path: sampled tokens/s and the ratio to `hf`; greedy agreement with the
+full-precision model (the engine on the fp32 model): replies identical, and the
+mean share of the reference reply before the first differing token; and the
+accuracy its greedy replies score on the demo's held-out problems (`--heldout`).
 
     .venv/bin/python bench/bench_generation.py [--model smollm2-135m] [--prompts 64]
-        [--samples 2] [--batch_size 64] [--max_new_tokens 96] [--temperature 0.8] [--k 0]
-        [--backends selftrain,hf,llama_cpp] [--greedy 32]
+        [--samples 2] [--max_new_tokens 96] [--temperature 0.8] [--greedy 32] [--heldout 200]
+        [--paths hf,selftrain,selftrain_b128,selftrain_compile,selftrain_int8]
 
-"Tokens" are the reply tokens each backend reports (up to and excluding the stop
+"Tokens" are the reply tokens each path reports (up to and excluding the stop
 token); the padding `generate` computes after a row has finished is not counted.
-A server's start-up is timed apart from its generation. `--greedy N` also runs
-the first N prompts greedily through each backend and prints the share of
-replies identical to the in-house engine's.
 """
 from __future__ import annotations
 
@@ -31,11 +38,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from selftrain.config import GenerationConfig, load_config  # noqa: E402
-from selftrain.data import load_train_prompts  # noqa: E402
+from selftrain.data import load_eval_prompts, load_train_prompts  # noqa: E402
 from selftrain.generation import Request, SamplingParams, request_seed  # noqa: E402
 from selftrain.generation.local import LocalBackend  # noqa: E402
-from selftrain.models import load_model, load_tokenizer  # noqa: E402
+from selftrain.models import cpu_kind, load_model, load_tokenizer  # noqa: E402
 from selftrain.prompts import PromptSpec, build_messages, render_prompt  # noqa: E402
+from selftrain.stages.evaluate import evaluate_with  # noqa: E402
+
+PATHS = ("hf", "selftrain", "selftrain_b128", "selftrain_compile", "selftrain_int8", "llama_cpp")
 
 
 def requests_for(records, tokenizer, spec, samples: int, params: SamplingParams) -> list[Request]:
@@ -47,67 +57,101 @@ def requests_for(records, tokenizer, spec, samples: int, params: SamplingParams)
     return out
 
 
-def open_backend(name: str, args, model, tokenizer, spec):
-    if name in ("selftrain", "hf"):
-        return LocalBackend(args.model, spec, engine=name, batch_size=args.batch_size, progress=False,
-                            model=model, tokenizer=tokenizer)
+def open_path(name: str, args, tokenizer, spec):
+    """(backend, start-up seconds) for one path, on a freshly loaded model (int8 replaces layers in place)."""
+    started = time.perf_counter()
     if name == "llama_cpp":
         from selftrain.generation.server import LaunchedServerBackend
 
-        gen = GenerationConfig(backend="openai", server="llama_cpp", max_concurrency=args.concurrency)
-        return LaunchedServerBackend(gen, args.model, progress=False)
-    raise SystemExit(f"unknown backend {name!r}: selftrain, hf or llama_cpp")
+        gen = GenerationConfig(backend="openai", server="llama_cpp", max_concurrency=8)
+        backend = LaunchedServerBackend(gen, args.model, progress=False).__enter__()
+        return backend, time.perf_counter() - started
+    model = load_model(args.model, dtype=args.dtype)
+    engine = {"hf": "hf", "selftrain_int8": "selftrain_int8"}.get(name, "selftrain")
+    batch = 128 if name == "selftrain_b128" else args.batch_size
+    backend = LocalBackend(args.model, spec, engine=engine, batch_size=batch, progress=False,
+                           model=model, tokenizer=tokenizer)
+    if name == "selftrain_compile":
+        for layer in model.model.layers:
+            layer.compile(dynamic=True)
+        warm = requests_for(args.records[:8], tokenizer, spec, 1, SamplingParams(0.8, 1.0, 0, args.max_new_tokens))
+        list(backend.generate(warm))  # compile the prefill and decode graphs before timing
+    return backend, time.perf_counter() - started
+
+
+def prefix_share(got: tuple, ref: tuple) -> float:
+    same = 0
+    for a, b in zip(got, ref):
+        if a != b:
+            break
+        same += 1
+    return same / max(len(ref), 1) if got != ref else 1.0
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--dtype", default="auto", help="dtype of every path's model (auto: the hardware's)")
     p.add_argument("--prompts", type=int, default=64)
     p.add_argument("--samples", type=int, default=2, help="samples per prompt")
     p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--concurrency", type=int, default=8, help="requests in flight to a server")
     p.add_argument("--max_new_tokens", type=int, default=96)
     p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top_p", type=float, default=1.0)
-    p.add_argument("--k", type=int, default=0, help="few-shot examples (a longer shared prefix)")
-    p.add_argument("--backends", default="selftrain,hf,llama_cpp")
     p.add_argument("--greedy", type=int, default=32, help="prompts for the greedy agreement check (0: none)")
+    p.add_argument("--heldout", type=int, default=200, help="held-out problems scored per path (0: none)")
+    p.add_argument("--paths", default="hf,selftrain,selftrain_b128,selftrain_compile,selftrain_int8")
     args = p.parse_args()
+    paths = args.paths.split(",")
+    unknown = [n for n in paths if n not in PATHS]
+    if unknown:
+        raise SystemExit(f"unknown path(s) {', '.join(unknown)}: expected some of {', '.join(PATHS)}")
 
-    config = load_config(None, {"k": args.k, "task.n_train": args.prompts})
-    tokenizer, model = load_tokenizer(args.model), load_model(args.model)
+    config = load_config("configs/demo.yaml", {"task.n_train": args.prompts, "max_new_tokens": args.max_new_tokens,
+                                               "generation.backend": "selftrain"})
+    tokenizer = load_tokenizer(args.model)
     spec = PromptSpec.from_config(config)
-    records = load_train_prompts(config, 1)[: args.prompts]
-    params = SamplingParams(args.temperature, args.top_p, 0, args.max_new_tokens)
-    sampled = requests_for(records, tokenizer, spec, args.samples, params)
-    greedy = requests_for(records[: args.greedy], tokenizer, spec, 1, SamplingParams(0.0, 1.0, 0, args.max_new_tokens))
-    print(f"model {args.model} ({model.dtype}, {torch.get_num_threads()} threads), {len(sampled)} requests, "
-          f"batch {args.batch_size}, max_new_tokens {args.max_new_tokens}, temperature {args.temperature}, "
-          f"top_p {args.top_p}, k {args.k}")
-    results, replies = {}, {}
-    for name in args.backends.split(","):
-        started = time.perf_counter()
-        with open_backend(name, args, model, tokenizer, spec) as backend:
-            startup = time.perf_counter() - started
+    args.records = load_train_prompts(config, 1)[: args.prompts]
+    heldout = load_eval_prompts(config, "test")[: args.heldout]
+    params = SamplingParams(args.temperature, 1.0, 0, args.max_new_tokens)
+    sampled = requests_for(args.records, tokenizer, spec, args.samples, params)
+    greedy = requests_for(args.records[: args.greedy], tokenizer, spec, 1, SamplingParams(0.0, 1.0, 0, args.max_new_tokens))
+    print(f"CPU kind {cpu_kind()} ({torch.get_num_threads()} threads), model {args.model}, {len(sampled)} requests, "
+          f"batch {args.batch_size}, max_new_tokens {args.max_new_tokens}, temperature {args.temperature}; "
+          f"greedy agreement on {len(greedy)} prompts, accuracy on {len(heldout)} held-out problems")
+
+    reference = {}
+    if greedy:
+        fp32 = LocalBackend(args.model, spec, engine="selftrain", batch_size=args.batch_size, progress=False,
+                            model=load_model(args.model, dtype="fp32"), tokenizer=tokenizer)
+        reference = {c.key: c.token_ids for c in fp32.generate(greedy)}
+    rows = []
+    for name in paths:
+        backend, startup = open_path(name, args, tokenizer, spec)
+        try:
             before = backend.stats.completion_tokens
             started = time.perf_counter()
             completions = list(backend.generate(sampled))
             seconds = time.perf_counter() - started
             tokens = backend.stats.completion_tokens - before
-            replies[name] = {c.key: c.text for c in backend.generate(greedy)} if greedy else {}
-        stopped = sum(c.finish_reason == "stop" for c in completions)
-        results[name] = tokens / seconds
-        print(f"{name:>10}: {tokens:6d} tokens in {seconds:6.1f} s = {tokens / seconds:6.1f} tokens/s "
-              f"(mean reply {tokens / len(completions):.1f} tokens, {stopped}/{len(completions)} stopped; "
-              f"start-up {startup:.1f} s)")
-    base = results.get("hf")
-    if base:
-        print("ratio to model.generate: " + ", ".join(f"{n} {v / base:.2f}x" for n, v in results.items()))
-    if greedy and "selftrain" in replies:
-        ref = replies["selftrain"]
-        for name, got in replies.items():
-            same = sum(got[k] == ref[k] for k in ref)
-            print(f"greedy replies identical to the selftrain engine's: {name} {same}/{len(ref)}")
+            got = {c.key: c.token_ids for c in backend.generate(greedy)} if greedy else {}
+            accuracy = evaluate_with(backend, tokenizer, config, heldout, spec)[0]["accuracy"] if heldout else None
+            dtype = backend.describe().get("linear", "gguf")
+        finally:
+            backend.__exit__(None, None, None)
+        identical = sum(got[k] == reference[k] for k in reference)
+        share = sum(prefix_share(got[k], reference[k]) for k in reference) / max(len(reference), 1)
+        rows.append((name, dtype, tokens, seconds, startup, identical, share, accuracy))
+        print(f"{name:>18}: {tokens:6d} tokens in {seconds:6.1f} s = {tokens / seconds:7.1f} tokens/s "
+              f"(mean reply {tokens / len(completions):.1f}; start-up {startup:.1f} s)", flush=True)
+
+    base = next((r for r in rows if r[0] == "hf"), None)
+    print(f"\n| path | linear layers | tokens/s | vs `model.generate` | greedy replies = fp32 | "
+          f"fp32 reply prefix kept | held-out accuracy |\n|---|---|---|---|---|---|---|")
+    for name, dtype, tokens, seconds, startup, identical, share, accuracy in rows:
+        ratio = f"{(tokens / seconds) / (base[2] / base[3]):.2f}x" if base else "-"
+        acc = f"{accuracy * 100:.1f}%" if accuracy is not None else "-"
+        print(f"| {name} | {dtype} | {tokens / seconds:.1f} | {ratio} | {identical}/{len(reference)} | "
+              f"{share * 100:.0f}% | {acc} |")
 
 
 if __name__ == "__main__":

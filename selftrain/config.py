@@ -25,7 +25,8 @@ SELECTION_STRATEGIES = ("sequential", "difficulty_curriculum", "round_robin", "r
 FILTER_STRATEGIES = ("correct", "top_k_percent", "threshold", "best_of_n", "none")
 TRAINING_METHODS = ("lora", "full", "qlora")
 METHODS = ("star", "expert_iteration")  # one mk/<method>.mk each
-GENERATION_BACKENDS = ("selftrain", "hf", "openai")
+# auto: the fastest measured path for this machine and stage (selftrain/generation/choose.py)
+GENERATION_BACKENDS = ("auto", "selftrain", "selftrain_int8", "hf", "openai")
 SERVER_KINDS = ("llama_cpp", "vllm")  # servers a stage can launch (generation.server)
 MOVED = {"generation_engine": "generation.backend"}  # keys of earlier releases, and where they went
 
@@ -128,7 +129,10 @@ class RewardConfig:
 class GenerationConfig:
     """`generation:` who writes the replies (README: "Generation backends")."""
 
-    backend: str = "selftrain"  # selftrain (in-house engine) | hf (model.generate) | openai (a server)
+    # auto | selftrain (in-house engine) | selftrain_int8 (the engine on int8 linear layers) |
+    # hf (model.generate) | openai (a server)
+    backend: str = "auto"
+    approximate_eval: bool = False  # auto: evaluation may use the approximate path too (default: exact)
     # openai: any OpenAI-compatible server
     base_url: str = ""  # e.g. http://127.0.0.1:8000/v1; empty with `server` set: the launched server
     model: str = ""  # the name the server knows the model by; empty: the stage's model (what it serves)
@@ -162,6 +166,8 @@ class GenerationConfig:
                 raise bad(key, f"{getattr(self, key)} must be > 0")
         if self.backend == "openai" and not self.server and not self.base_url:
             raise bad("base_url", "missing: the openai backend needs the server's URL (or generation.server to launch one)")
+        if self.approximate_eval and self.backend != "auto":
+            raise bad("approximate_eval", "only applies to backend: auto (a forced backend runs every stage)")
         if self.server and self.backend != "openai":
             raise bad("server", f"{self.server!r} is driven through the openai backend: set generation.backend: openai")
         if self.server and self.base_url:

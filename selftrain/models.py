@@ -99,11 +99,20 @@ def best_dtype(device: torch.device) -> torch.dtype:
     """bf16 where the hardware runs it fast (recent CPUs and GPUs), else fp32."""
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu":
-        flags = _cpu_flags()
-        if "avx512_bf16" in flags or "amx_bf16" in flags:
-            return torch.bfloat16
+    if device.type == "cpu" and cpu_kind() == "avx512_bf16":
+        return torch.bfloat16
     return torch.float32
+
+
+def cpu_kind() -> str:
+    """The kind of CPU kernels PyTorch runs here: avx512_bf16 (bf16 is fast), avx512, avx2, or
+    PyTorch's own name for what else it found. `ATEN_CPU_CAPABILITY=avx2` caps it, so the
+    AVX2 kind can be emulated on an AVX-512 machine (README: "Generation speed")."""
+    capability = torch.backends.cpu.get_cpu_capability()  # "AVX512", "AVX2", "DEFAULT", ...
+    if capability.startswith("AVX512"):
+        flags = _cpu_flags()
+        return "avx512_bf16" if "avx512_bf16" in flags or "amx_bf16" in flags else "avx512"
+    return capability.lower()
 
 
 def _cpu_flags() -> set[str]:

@@ -124,7 +124,7 @@ def test_unknown_key_names_file_and_key(tmp_path, text, expected):
     ("learning_rate: 0\n", "learning_rate", "must be > 0"),
     ("warmup_ratio: 1\n", "warmup_ratio", "must be in [0, 1)"),
     ("filter_strategy: best\n", "filter_strategy", "'best' is not one of correct, top_k_percent"),
-    ("generation: {backend: vllm}\n", "generation.backend", "'vllm' is not one of selftrain, hf, openai"),
+    ("generation: {backend: vllm}\n", "generation.backend", "'vllm' is not one of auto, selftrain, selftrain_int8, hf, openai"),
     ("generation: {backend: openai}\n", "generation.base_url", "missing: the openai backend needs the server's URL"),
     ("generation: {max_concurrency: 0}\n", "generation.max_concurrency", "0 must be >= 1"),
     ("method: dpo\n", "method", "'dpo' is not one of star, expert_iteration"),

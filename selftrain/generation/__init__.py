@@ -9,7 +9,9 @@ its own `prompt_text`.
 
 Backends (`generation.backend` in the config):
 
+    auto        the fastest measured path for this machine and stage (choose.py)
     selftrain   the in-house continuous-batching engine on a local HF model (engine.py)
+    selftrain_int8  the same engine on int8 linear layers (int8.py): an approximation
     hf          plain `model.generate` on a local HF model (the baseline)
     openai      any OpenAI-compatible server through the `openai` client (openai_compat.py);
                 with `generation.server` set, the stage launches that server for its own
@@ -28,16 +30,28 @@ from selftrain.generation.base import (  # noqa: F401 - the package's public typ
 )
 
 
-def get_backend(config, model_name: str, spec, *, batch_size: int, progress: bool = True) -> Backend:
-    """The configured backend for `model_name` (a local checkpoint, the embedded model or a hub id;
-    for `openai`, what the server serves unless `generation.model` names it), prompts encoded by `spec`."""
+def get_backend(config, model_name: str, spec, *, batch_size: int, role: str, progress: bool = True) -> Backend:
+    """The backend for a stage of `role` (`choose.ROLES`) on `model_name` (a local checkpoint, the
+    embedded model or a hub id; for `openai`, what the server serves unless `generation.model`
+    names it), prompts encoded by `spec`. Logs which backend and why."""
+    from selftrain.generation.choose import choose_backend
+    from selftrain.logging import log
+
     gen = config.generation
-    if gen.backend in ("selftrain", "hf"):
+    name, reason = choose_backend(config, role)
+    log(f"generation backend: {name} ({reason})")
+    backend = _open(config, gen, name, model_name, spec, batch_size, progress)
+    backend.chosen_by = reason
+    return backend
+
+
+def _open(config, gen, name: str, model_name: str, spec, batch_size: int, progress: bool) -> Backend:
+    if name in ("selftrain", "selftrain_int8", "hf"):
         from selftrain.generation.local import LocalBackend
 
-        return LocalBackend(model_name, spec, engine=gen.backend, dtype=config.dtype, batch_size=batch_size,
+        return LocalBackend(model_name, spec, engine=name, dtype=config.dtype, batch_size=batch_size,
                             progress=progress)
-    if gen.backend == "openai":
+    if name == "openai":
         if gen.server:
             from selftrain.generation.server import LaunchedServerBackend
 
@@ -45,4 +59,4 @@ def get_backend(config, model_name: str, spec, *, batch_size: int, progress: boo
         from selftrain.generation.openai_compat import OpenAIBackend
 
         return OpenAIBackend(gen, served_model=gen.model or model_name, progress=progress)
-    raise InputError(f"generation.backend: {gen.backend!r} is not one of {', '.join(BACKENDS)}")
+    raise InputError(f"generation.backend: {name!r} is not one of {', '.join(BACKENDS)}")

@@ -68,6 +68,7 @@ class GenerationStats:
 class Backend(Protocol):
     name: str
     stats: GenerationStats
+    chosen_by: str  # why this backend runs the stage (set by `get_backend`; see choose.py)
 
     def generate(self, requests: Iterable[Request]) -> Iterator[Completion]:
         """One Completion per request, in the order they finish."""
@@ -78,6 +79,13 @@ class Backend(Protocol):
     def __enter__(self) -> "Backend": ...
 
     def __exit__(self, *exc) -> None: ...
+
+
+def described(backend: Backend) -> dict:
+    """`describe()` plus why the backend was chosen and the CPU kind: what a marker records."""
+    from selftrain.models import cpu_kind
+
+    return {**backend.describe(), "chosen_by": getattr(backend, "chosen_by", ""), "cpu_kind": cpu_kind()}
 
 
 def request_seed(seed: int, key: str) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from selftrain.generation.base import GenerationStats, Request, SamplingParams, request_seed
+from selftrain.generation.base import GenerationStats, Request, SamplingParams, described, request_seed
 from selftrain.logging import log
 from selftrain.records import JsonlAppender
 
@@ -48,15 +48,16 @@ def run_jobs(backend, jobs: list[dict], appender: JsonlAppender, params: Samplin
                            f"e.g. {next(iter(by_key))}")
     spent = GenerationStats(*(getattr(backend.stats, f.name) - getattr(before, f.name)
                               for f in dataclasses.fields(GenerationStats)))
-    return {"generated": len(todo), "skipped_existing": skipped, **spent.as_dict(), "backend": backend.describe()}
+    return {"generated": len(todo), "skipped_existing": skipped, **spent.as_dict(), "backend": described(backend)}
 
 
-def open_backend(config, model_name: str, spec, *, batch_size: int, progress: bool = True):
-    """The configured backend for `model_name`, and the student's tokenizer (which renders every prompt)."""
+def open_backend(config, model_name: str, spec, *, batch_size: int, role: str, progress: bool = True):
+    """The backend for a stage of `role` ("sample" or "eval") on `model_name`, and the student's
+    tokenizer (which renders every prompt)."""
     from selftrain.generation import get_backend
     from selftrain.models import load_tokenizer, resolve_model
 
     resolve_model(model_name)  # a missing checkpoint is a one-line error before any work
-    backend = get_backend(config, model_name, spec, batch_size=batch_size, progress=progress)
+    backend = get_backend(config, model_name, spec, batch_size=batch_size, role=role, progress=progress)
     tokenizer = getattr(backend, "tokenizer", None) or load_tokenizer(model_name)
     return backend, tokenizer

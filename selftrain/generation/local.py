@@ -1,5 +1,6 @@
 """The local backends: a Hugging Face model in this process, driven by the
-in-house engine (`selftrain`) or by plain `model.generate` (`hf`).
+in-house engine (`selftrain`), by the same engine on int8 linear layers
+(`selftrain_int8`, CPU only) or by plain `model.generate` (`hf`).
 
 Prompts arrive as the rendered text and are encoded here with the same rule
 the training data uses (`prompts.encode_prompt`); replies leave as text,
@@ -25,8 +26,12 @@ class LocalBackend:
         started = time.perf_counter()
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_name)
         self.model = model if model is not None else load_model(model_name, dtype=dtype)
+        self.linear = str(self.model.dtype).removeprefix("torch.")
+        if engine == "selftrain_int8":
+            self.linear = "int8"
+            _quantize(self.model, model_name)
         if model is None:
-            log(f"loaded {model_name} ({self.model.dtype}, {self.model.device}) in "
+            log(f"loaded {model_name} ({self.model.dtype}, {self.model.device}, {self.linear} linear layers) in "
                 f"{time.perf_counter() - started:.1f}s")
         self.stats = GenerationStats()
         self._ids: dict[str, list[int]] = {}  # rendered prompt -> token ids (N samples share one prompt)
@@ -39,7 +44,7 @@ class LocalBackend:
 
     def describe(self) -> dict:
         return {"backend": self.name, "model": self.model_name, "dtype": str(self.model.dtype).removeprefix("torch."),
-                "device": str(self.model.device)}
+                "linear": self.linear, "device": str(self.model.device)}
 
     def encode(self, text: str) -> list[int]:
         if text not in self._ids:
@@ -56,7 +61,7 @@ class LocalBackend:
             groups.setdefault(r.params, []).append(TokenRequest(r.key, self.encode(r.prompt_text), r.seed))
         for params, group in groups.items():
             engine = Engine(self.model, self.tokenizer, params, batch_size=self.batch_size, progress=self.progress,
-                            engine=self.name)
+                            engine="hf" if self.name == "hf" else "selftrain")
             try:
                 for c in engine.generate(group):
                     self.stats.completions += 1
@@ -67,3 +72,24 @@ class LocalBackend:
                 self.stats.requests += len(group)
                 self.stats.prompt_tokens += engine.stats["prompt_tokens"]
                 self.stats.seconds += engine.stats["seconds"]
+
+
+def _quantize(model, model_name: str) -> None:
+    """int8 linear layers in place, or a clear error where the int8 kernel cannot run."""
+    import torch
+
+    from selftrain.errors import InputError
+    from selftrain.generation.int8 import quantize_linears
+
+    device = next(model.parameters()).device
+    if device.type != "cpu":
+        raise InputError(f"generation.backend selftrain_int8 runs on CPU only (its int8 matmul is measured for CPU "
+                         f"kernels); this model is on {device.type}: use selftrain")
+    try:
+        probe = torch.ones(2, 8, dtype=torch.int8)
+        torch._int_mm(probe, probe.t())
+    except RuntimeError as exc:
+        raise InputError(f"generation.backend selftrain_int8: PyTorch's int8 matmul does not run on this CPU "
+                         f"({exc}); use selftrain") from None
+    replaced = quantize_linears(model)
+    log(f"{model_name}: {replaced} linear layers quantized to int8 (per-channel weights, per-token activations)")

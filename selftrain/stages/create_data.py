@@ -117,7 +117,7 @@ class _Generator:
             from selftrain.prompts import PromptSpec
 
             backend, tokenizer = open_backend(self.config, self.name, PromptSpec.from_config(self.config),
-                                              batch_size=self.config.batch_size)
+                                              batch_size=self.config.batch_size, role="sample")
             self._opened = self.stack.enter_context(backend), tokenizer
         return self._opened
 

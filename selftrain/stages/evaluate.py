@@ -8,6 +8,7 @@ config file, the one the checkpoint was trained with, then the defaults.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -37,16 +38,25 @@ def parser():
 
 
 def evaluate(config, model_name: str, records: list[dict], spec: PromptSpec) -> tuple[dict, list[dict]]:
-    from selftrain.generation import Request, request_seed
-    from selftrain.generation.jobs import open_backend, sampling_params
+    from selftrain.generation.jobs import open_backend
 
-    backend, tokenizer = open_backend(config, model_name, spec, batch_size=config.eval_batch_size)
+    backend, tokenizer = open_backend(config, model_name, spec, batch_size=config.eval_batch_size, role="eval")
     with backend:
-        prompts = {r["id"]: render_prompt(tokenizer, r, spec) for r in records}
-        params = sampling_params(config, greedy=True)
-        requests = [Request(r["id"], prompts[r["id"]], tuple(build_messages(r, spec)), params,
-                            request_seed(config.seed, r["id"])) for r in records]
-        completions = {c.key: c for c in backend.generate(requests)}
+        return evaluate_with(backend, tokenizer, config, records, spec)
+
+
+def evaluate_with(backend, tokenizer, config, records: list[dict], spec: PromptSpec) -> tuple[dict, list[dict]]:
+    """Greedy replies from `backend` to `records`, scored by the config's reward: (summary, per-problem rows)."""
+    from selftrain.generation import Request, request_seed
+    from selftrain.generation.base import described
+    from selftrain.generation.jobs import sampling_params
+
+    prompts = {r["id"]: render_prompt(tokenizer, r, spec) for r in records}
+    params = sampling_params(config, greedy=True)
+    requests = [Request(r["id"], prompts[r["id"]], tuple(build_messages(r, spec)), params,
+                        request_seed(config.seed, r["id"])) for r in records]
+    before = dataclasses.replace(backend.stats)
+    completions = {c.key: c for c in backend.generate(requests)}
     outputs = []
     for r in records:
         c = completions[r["id"]]
@@ -57,8 +67,10 @@ def evaluate(config, model_name: str, records: list[dict], spec: PromptSpec) -> 
                         "metadata": r["metadata"]})
     for out, result in zip(outputs, get_reward(config).score(outputs)):
         out.update(result)
-    summary = summarize(outputs, backend.stats.as_dict())
-    summary["backend"] = backend.describe()
+    spent = {f.name: getattr(backend.stats, f.name) - getattr(before, f.name)
+             for f in dataclasses.fields(backend.stats)}
+    summary = summarize(outputs, type(backend.stats)(**spent).as_dict())
+    summary["backend"] = described(backend)
     for out in outputs:  # keep the results file readable: the category stays, the rest of metadata goes
         out["category"] = out.pop("metadata").get("category")
         for key in ("prompt", "messages", "prompt_text"):

@@ -49,7 +49,7 @@ def rationalize_file(config: Config, model_name: str, judged_path, output_path, 
     todo, metrics = rationalization_todo(config, judged)
     if todo and backend is None:
         backend, tokenizer = open_backend(config, model_name, PromptSpec.from_config(config),
-                                          batch_size=config.batch_size)
+                                          batch_size=config.batch_size, role="sample")
         with backend:
             return rationalize_file(config, model_name, judged_path, output_path, iteration, backend, tokenizer)
     spec = PromptSpec.from_config(config)
