@@ -132,7 +132,6 @@ class GenerationConfig:
     # auto | selftrain (in-house engine) | selftrain_int8 (the engine on int8 linear layers) |
     # hf (model.generate) | openai (a server)
     backend: str = "auto"
-    approximate_eval: bool = False  # auto: evaluation may use the approximate path too (default: exact)
     # openai: any OpenAI-compatible server
     base_url: str = ""  # e.g. http://127.0.0.1:8000/v1; empty with `server` set: the launched server
     model: str = ""  # the name the server knows the model by; empty: the stage's model (what it serves)
@@ -166,8 +165,6 @@ class GenerationConfig:
                 raise bad(key, f"{getattr(self, key)} must be > 0")
         if self.backend == "openai" and not self.server and not self.base_url:
             raise bad("base_url", "missing: the openai backend needs the server's URL (or generation.server to launch one)")
-        if self.approximate_eval and self.backend != "auto":
-            raise bad("approximate_eval", "only applies to backend: auto (a forced backend runs every stage)")
         if self.server and self.backend != "openai":
             raise bad("server", f"{self.server!r} is driven through the openai backend: set generation.backend: openai")
         if self.server and self.base_url:
@@ -236,6 +233,7 @@ class Config:
     weight_decay: float = 0.0
     optim: str = "adamw_torch"  # any optimizer name of transformers' TrainingArguments (e.g. sgd, adamw_8bit)
     max_seq_length: int = 1024  # room for k=10 few-shot prompts plus the reply
+    padding_free: bool = False  # each batch as one packed row (TRL padding_free): no compute on padding
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05

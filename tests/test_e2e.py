@@ -62,7 +62,12 @@ def check_iteration(run_dir: Path, n: int, stages: list[str] = STAGES) -> None:
     for stage, marker in markers.items():
         assert (it / marker["output"]).exists(), f"{stage}.done names a missing {marker['output']}"
         assert marker["config"]["name"] == "tiny"
-    assert markers["samples"]["metrics"]["backend"]["backend"] == "selftrain"
+    # generation.backend auto: the exact engine for sampling and evaluation, and the marker says why
+    for stage in ("samples", "eval"):
+        described = markers[stage]["metrics"]["backend"]
+        assert described["backend"] == "selftrain", (stage, described)
+        assert described["chosen_by"].startswith("auto on ") and described["cpu_kind"], described
+        assert described["linear"] in ("float32", "bfloat16"), described
 
     samples = read_jsonl(it / markers["samples"]["output"])
     assert len(samples) == N_TRAIN * N_SAMPLES

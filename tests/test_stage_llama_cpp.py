@@ -70,7 +70,8 @@ def test_server_samples_are_the_engines_records_written_by_another_backend(runs)
     described = marker(runs["server"], "samples")["metrics"]["backend"]
     assert described["backend"] == "openai" and described["server"] == "llama_cpp"
     assert described["server_model"].endswith(".gguf")
-    assert marker(runs["engine"], "samples")["metrics"]["backend"]["backend"] == "selftrain"
+    assert marker(runs["engine"], "samples")["metrics"]["backend"]["backend"] == "selftrain"  # auto
+    assert described["chosen_by"] == "set by generation.backend: openai"
 
 
 @pytest.mark.slow

@@ -413,3 +413,21 @@ def test_max_per_prompt_applies_after_the_filter():
     kept, stats = select_examples(Config(filter_strategy="none", max_per_prompt=1), FILTER_POOL, [])
     assert sorted(r["id"] for r in kept) == ["a#2", "b#1", "c#0"]  # the best of each prompt (a: hash order)
     assert stats["over_cap_dropped"] == 4 and stats["filter_strategy"] == "none"
+
+
+def test_padding_free_training_sees_the_same_loss_as_padded(tmp_path, tiny_model_dir, tokenizer):
+    """`padding_free: true` packs each batch into one row (TRL's collator; transformers builds the
+    block-diagonal mask from position_ids): the same examples must give the same first loss."""
+    from selftrain.stages.train import train as train_fn
+
+    losses = {}
+    for padding_free in (False, True):
+        config_path = write_config(tmp_path / f"pf{padding_free}.json", tiny_model_dir, padding_free=padding_free,
+                                   train_batch_size=4, dtype="fp32", learning_rate=1e-9)
+        config = load_config(config_path)
+        spec = PromptSpec.from_config(config)
+        train_file = hand_training_file(tmp_path / "train.jsonl", tokenizer, spec)
+        metrics = train_fn(config, train_file, tmp_path / f"model_{padding_free}", tiny_model_dir)
+        losses[padding_free] = metrics["loss_history"]
+    assert len(losses[True]) == len(losses[False]) >= 2
+    assert losses[True] == pytest.approx(losses[False], rel=1e-3)

@@ -186,7 +186,9 @@ def train(config: Config, train_file, output_dir, init_model: str) -> dict | Non
         report_to="none", seed=config.seed, bf16=use_bf16, fp16=precision == torch.float16,
         use_cpu=device.type == "cpu",
         gradient_checkpointing=False,  # TRL turns it on by default: pure slowdown for small models
-        max_length=config.max_seq_length, train_sampling_strategy="group_by_length",
+        # build_dataset already skipped examples over max_seq_length; TRL refuses max_length with padding_free
+        max_length=None if config.padding_free else config.max_seq_length, padding_free=config.padding_free,
+        train_sampling_strategy="group_by_length",
         dataloader_num_workers=0, disable_tqdm=False,
     )
     trainer = _lean_trainer_class()(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
