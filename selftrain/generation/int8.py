@@ -1,16 +1,18 @@
 """int8 linear layers for generation: per-output-channel int8 weights, per-token
 int8 activations, one int8 x int8 -> int32 matmul (`torch._int_mm`) per layer.
 
-Measured on 2 cores (bench/bench_matmul.py): a batch-64 projection of SmolLM2
-ran at ~1,400 int8 GOP/s against ~600 GFLOP/s in bf16 on the AVX-512 kind, and
-~370 against ~170 GFLOP/s in fp32 with AVX2 kernels only. Per-token activation
+Measured on 2 cores with `torch._int_mm` alone: a batch-64 projection of
+SmolLM2 ran at ~1,400 int8 GOP/s against ~600 GFLOP/s in bf16 on the AVX-512
+kind, and ~370 against ~170 GFLOP/s in fp32 with AVX2 kernels only. Around
+211 layers per decode step, the elementwise quantization ate most of that. Per-token activation
 scales keep one outlier token from flattening the others (PyTorch's
 `quantize_dynamic` uses one scale per tensor and broke this model's greedy
 replies outright: 0/64 identical to fp32, 6% token agreement).
 
 This is an approximation of the model: the generation benchmark measures how
-far it moves the greedy replies and the held-out accuracy, and
-`generation.backend: auto` uses it only where that was within noise.
+far it moves the greedy replies and the held-out accuracy. For SmolLM2 that
+was outside noise (README: "Generation speed"), so `generation.backend: auto`
+never picks it; `generation.backend: selftrain_int8` forces it.
 """
 from __future__ import annotations
 
