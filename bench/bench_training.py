@@ -9,6 +9,7 @@ on the same examples, one after the other in one run, on this machine's CPU kind
     selftrain_fp32          the same in fp32 (dtype: fp32)
     selftrain_bf16          the same with bf16 autocast (dtype: bf16)
     selftrain_padding_free  the same with padding_free: true (the batch as one packed row)
+    selftrain_batch8        the same global batch as 8 x 1 instead of the demo's 4 x 2
 
 All train LoRA r=16 on every linear layer for the same epochs, batch, learning
 rate and seed. "Tokens" are the real (non-padding) tokens of the examples times
@@ -38,9 +39,11 @@ from selftrain.data import load_train_prompts  # noqa: E402
 from selftrain.models import cpu_kind, load_tokenizer  # noqa: E402
 from selftrain.prompts import PromptSpec, encode_example, render_prompt  # noqa: E402
 
-VARIANTS = ("trl_default", "selftrain", "selftrain_fp32", "selftrain_bf16", "selftrain_padding_free")
+VARIANTS = ("trl_default", "selftrain", "selftrain_fp32", "selftrain_bf16", "selftrain_padding_free",
+            "selftrain_batch8")
 OVERRIDES = {"selftrain": {}, "selftrain_fp32": {"dtype": "fp32"}, "selftrain_bf16": {"dtype": "bf16"},
-             "selftrain_padding_free": {"padding_free": True}}
+             "selftrain_padding_free": {"padding_free": True},
+             "selftrain_batch8": {"train_batch_size": 8, "gradient_accumulation_steps": 1}}
 
 
 def synthetic_rows(config, tokenizer, spec, n: int) -> list[dict]:

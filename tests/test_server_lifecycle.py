@@ -193,7 +193,10 @@ def kill_group(pid: int) -> None:
 def start_stage(tmp_path) -> tuple[subprocess.Popen, int, int]:
     """A stand-in stage process that launched the server and waits; returns it, the server's pid and port."""
     pid_file = tmp_path / "server.pid"
-    stage = subprocess.Popen([sys.executable, "-c", STAGE, str(pid_file)], stderr=subprocess.PIPE, text=True)
+    # A shell starts background jobs with SIGINT ignored, and Python keeps an inherited SIG_IGN: give the
+    # stand-in stage the default Ctrl-C behaviour, as a stage run from a terminal has, however pytest was started.
+    stage = subprocess.Popen([sys.executable, "-c", STAGE, str(pid_file)], stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while not pid_file.exists():
         if stage.poll() is not None or time.monotonic() > deadline:
