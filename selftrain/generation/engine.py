@@ -11,7 +11,9 @@ busy instead:
 - the longest token prefix shared by all prompts (system prompt, few-shot
   examples) is computed once and reused by every row;
 - every request samples from its own seeded random stream, so what a request
-  gets does not depend on which other requests share its batch.
+  gets does not depend on which other requests share its batch;
+- decoding attends over whole preallocated KV buffers with grouped matmuls
+  (`attention.py`), and sampling draws by a two-level inverse CDF.
 
 `engine="hf"` runs plain `model.generate` instead, for architectures whose cache
 this engine does not handle; it is also the baseline of `bench/bench_generation.py`.
@@ -141,9 +143,9 @@ class SlotLayer(DynamicLayer):
 
 class _Batch:
     """Rows in flight: per-layer KV buffers, the 2D attention mask over the whole
-    buffer width (left padding and unwritten columns are 0), and per-row state. Finished rows stay in place as dead rows until the
-    next rebuild, so the cache is copied once per refill rather than once per
-    finished sequence."""
+    buffer width (left padding and unwritten columns are 0), and per-row state.
+    Finished rows stay in place as dead rows until the next rebuild, so the cache
+    is copied once per refill rather than once per finished sequence."""
 
     def __init__(self, headroom: int):
         self.headroom = headroom
