@@ -35,6 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from options import pick  # noqa: E402  (bench/options.py)
+
 import torch  # noqa: E402
 
 from selftrain.config import GenerationConfig, load_config  # noqa: E402
@@ -101,10 +103,7 @@ def main() -> None:
     p.add_argument("--heldout", type=int, default=200, help="held-out problems scored per path (0: none)")
     p.add_argument("--paths", default="hf,selftrain,selftrain_b128,selftrain_compile,selftrain_int8")
     args = p.parse_args()
-    paths = args.paths.split(",")
-    unknown = [n for n in paths if n not in PATHS]
-    if unknown:
-        raise SystemExit(f"unknown path(s) {', '.join(unknown)}: expected some of {', '.join(PATHS)}")
+    paths = pick(args.paths, PATHS, "path")
 
     config = load_config("configs/demo.yaml", {"task.n_train": args.prompts, "max_new_tokens": args.max_new_tokens,
                                                "generation.backend": "selftrain"})

@@ -32,6 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from options import pick  # noqa: E402  (bench/options.py)
+
 import torch  # noqa: E402
 
 from selftrain.config import load_config  # noqa: E402
@@ -95,10 +97,7 @@ def main() -> None:
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--variants", default="trl_default,selftrain,selftrain_fp32,selftrain_padding_free")
     args = p.parse_args()
-    variants = args.variants.split(",")
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        raise SystemExit(f"unknown variant(s) {', '.join(unknown)}: expected some of {', '.join(VARIANTS)}")
+    variants = pick(args.variants, VARIANTS, "variant")
     config = load_config("configs/demo.yaml", {"task.n_train": args.examples, "num_train_epochs": args.epochs,
                                                "lora_target_modules": "all-linear"})
     tokenizer = load_tokenizer(config.base_model_path)

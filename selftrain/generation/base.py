@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Iterable, Iterator, Protocol
 
 from selftrain.config import GENERATION_BACKENDS as BACKENDS
@@ -57,6 +57,10 @@ class GenerationStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+
+    def since(self, before: "GenerationStats") -> "GenerationStats":
+        """What was spent after `before` (a copy of these stats taken earlier)."""
+        return GenerationStats(*(getattr(self, f.name) - getattr(before, f.name) for f in fields(self)))
 
     def as_dict(self) -> dict:
         rate = self.completion_tokens / self.seconds if self.seconds else 0.0

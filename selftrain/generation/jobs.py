@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from selftrain.generation.base import GenerationStats, Request, SamplingParams, described, request_seed
+from selftrain.generation.base import Request, SamplingParams, described, request_seed
 from selftrain.logging import log
 from selftrain.records import JsonlAppender
 
@@ -46,8 +46,7 @@ def run_jobs(backend, jobs: list[dict], appender: JsonlAppender, params: Samplin
     if by_key:  # a backend must answer every request exactly once
         raise RuntimeError(f"backend {backend.name} returned no completion for {len(by_key)} requests, "
                            f"e.g. {next(iter(by_key))}")
-    spent = GenerationStats(*(getattr(backend.stats, f.name) - getattr(before, f.name)
-                              for f in dataclasses.fields(GenerationStats)))
+    spent = backend.stats.since(before)
     return {"generated": len(todo), "skipped_existing": skipped, **spent.as_dict(), "backend": described(backend)}
 
 

@@ -67,9 +67,7 @@ def evaluate_with(backend, tokenizer, config, records: list[dict], spec: PromptS
                         "metadata": r["metadata"]})
     for out, result in zip(outputs, get_reward(config).score(outputs)):
         out.update(result)
-    spent = {f.name: getattr(backend.stats, f.name) - getattr(before, f.name)
-             for f in dataclasses.fields(backend.stats)}
-    summary = summarize(outputs, type(backend.stats)(**spent).as_dict())
+    summary = summarize(outputs, backend.stats.since(before).as_dict())
     summary["backend"] = described(backend)
     for out in outputs:  # keep the results file readable: the category stays, the rest of metadata goes
         out["category"] = out.pop("metadata").get("category")
