@@ -10,6 +10,8 @@ on the same examples, one after the other in one run, on this machine's CPU kind
     selftrain_bf16          the same with bf16 autocast (dtype: bf16)
     selftrain_padding_free  the same with padding_free: true (the batch as one packed row)
     selftrain_batch8        the same global batch as 8 x 1 instead of the demo's 4 x 2
+    selftrain_all_logits    the same with the LM head on every position, prompts included
+                            (train.py runs it only where a labelled token is predicted)
 
 All train LoRA r=16 on every linear layer for the same epochs, batch, learning
 rate and seed. "Tokens" are the real (non-padding) tokens of the examples times
@@ -42,10 +44,11 @@ from selftrain.models import cpu_kind, load_tokenizer  # noqa: E402
 from selftrain.prompts import PromptSpec, encode_example, render_prompt  # noqa: E402
 
 VARIANTS = ("trl_default", "selftrain", "selftrain_fp32", "selftrain_bf16", "selftrain_padding_free",
-            "selftrain_batch8")
+            "selftrain_batch8", "selftrain_all_logits")
 OVERRIDES = {"selftrain": {}, "selftrain_fp32": {"dtype": "fp32"}, "selftrain_bf16": {"dtype": "bf16"},
              "selftrain_padding_free": {"padding_free": True},
-             "selftrain_batch8": {"train_batch_size": 8, "gradient_accumulation_steps": 1}}
+             "selftrain_batch8": {"train_batch_size": 8, "gradient_accumulation_steps": 1},
+             "selftrain_all_logits": {}}
 
 
 def synthetic_rows(config, tokenizer, spec, n: int) -> list[dict]:
@@ -83,11 +86,16 @@ def run_trl_default(config, rows, tokenizer, epochs: float) -> float:
         return time.perf_counter() - started
 
 
-def run_selftrain(config, train_file: Path, out: Path) -> float:
-    from selftrain.stages.train import train
+def run_selftrain(config, train_file: Path, out: Path, all_logits: bool = False) -> tuple[float, float]:
+    """(seconds, mean training loss)"""
+    from selftrain.stages import train as stage
 
-    metrics = train(config, train_file, out, config.base_model_path)
-    return metrics["seconds"]
+    stage.LM_HEAD_ON_COMPLETIONS_ONLY = not all_logits
+    try:
+        metrics = stage.train(config, train_file, out, config.base_model_path)
+    finally:
+        stage.LM_HEAD_ON_COMPLETIONS_ONLY = True
+    return metrics["seconds"], metrics["train_loss"]
 
 
 def main() -> None:
@@ -95,7 +103,8 @@ def main() -> None:
     p.add_argument("--train_file", help="a selected training file (default: synthetic demo-task examples)")
     p.add_argument("--examples", type=int, default=160)
     p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--variants", default="trl_default,selftrain,selftrain_fp32,selftrain_padding_free")
+    p.add_argument("--variants", default="trl_default,selftrain,selftrain_all_logits,selftrain_fp32,"
+                                          "selftrain_padding_free")
     args = p.parse_args()
     variants = pick(args.variants, VARIANTS, "variant")
     config = load_config("configs/demo.yaml", {"task.n_train": args.examples, "num_train_epochs": args.epochs,
@@ -121,19 +130,19 @@ def main() -> None:
         results = []
         for name in variants:
             if name == "trl_default":
-                seconds = run_trl_default(config, rows, tokenizer, args.epochs)
+                seconds, loss = run_trl_default(config, rows, tokenizer, args.epochs), None
             else:
                 variant = load_config("configs/demo.yaml", {"task.n_train": args.examples,
                                                             "num_train_epochs": args.epochs,
                                                             "lora_target_modules": "all-linear", **OVERRIDES[name]})
-                seconds = run_selftrain(variant, train_file, work / name)
-            results.append((name, seconds))
-            print(f"{name:>24}: {seconds:6.1f} s = {tokens / seconds:7.1f} trained tokens/s", flush=True)
-    base = dict(results).get("trl_default")
-    print("\n| variant | seconds | trained tokens/s | vs TRL default |\n|---|---|---|---|")
-    for name, seconds in results:
+                seconds, loss = run_selftrain(variant, train_file, work / name, name == "selftrain_all_logits")
+            results.append((name, seconds, loss))
+            print(f"{name:>24}: {seconds:6.1f} s = {tokens / seconds:7.1f} trained tokens/s (loss {loss})", flush=True)
+    base = next((seconds for name, seconds, _ in results if name == "trl_default"), None)
+    print("\n| variant | seconds | trained tokens/s | vs TRL default | mean loss |\n|---|---|---|---|---|")
+    for name, seconds, loss in results:
         ratio = f"{base / seconds:.2f}x" if base else "-"
-        print(f"| {name} | {seconds:.1f} | {tokens / seconds:.1f} | {ratio} |")
+        print(f"| {name} | {seconds:.1f} | {tokens / seconds:.1f} | {ratio} | {loss if loss is not None else '-'} |")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from selftrain.errors import InputError
 from selftrain.generation import SamplingParams, request_seed
 from selftrain.generation.attention import decode_attention
 from selftrain.generation.choose import choose_backend
-from selftrain.generation.engine import Engine, TokenRequest, inverse_cdf
+from selftrain.generation.engine import Engine, TokenRequest, inverse_cdf, sample_next
 from selftrain.generation.int8 import Int8Linear, quantize_linears
 from selftrain.models import cpu_kind, load_model
 
@@ -58,6 +58,19 @@ def test_inverse_cdf_never_returns_a_zero_weight_token_and_follows_the_distribut
     torch.testing.assert_close(share[[0, 2, 5]], torch.tensor([0.1, 0.6, 0.3], dtype=torch.float64), atol=0.01, rtol=0)
     edges = inverse_cdf(probs.unsqueeze(0).expand(2, -1).contiguous(), torch.tensor([1.0, 1e-300], dtype=torch.float64), 3)
     assert edges.tolist() == [5, 0]  # u = 1: the last positive token; u -> 0: the first
+
+
+def test_sampling_in_the_reused_buffer_draws_the_same_tokens_and_leaves_the_logits_alone():
+    logits = torch.randn(6, 3000) * 3
+    kept = logits.clone()
+    scratch = torch.full((8, 3000), float("nan"))  # larger than the batch, stale content
+    for params in (SamplingParams(0.8, 1.0, 0, 8), SamplingParams(1.3, 0.9, 50, 8)):
+        draws = [sample_next(logits, params, [torch.Generator().manual_seed(s) for s in range(6)], buffer)
+                 for buffer in (None, scratch)]
+        assert torch.equal(draws[0], draws[1])
+        assert torch.equal(logits, kept)
+    assert sample_next(logits.bfloat16(), SamplingParams(0.0, 1.0, 0, 8), [], scratch).tolist() == \
+        logits.bfloat16().argmax(-1).tolist()
 
 
 def test_int8_linear_is_close_to_the_float_layer():

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from selftrain.config import Config, load_config
 from selftrain.errors import InputError
@@ -431,3 +432,33 @@ def test_padding_free_training_sees_the_same_loss_as_padded(tmp_path, tiny_model
         losses[padding_free] = metrics["loss_history"]
     assert len(losses[True]) == len(losses[False]) >= 2
     assert losses[True] == pytest.approx(losses[False], rel=1e-3)
+
+
+def test_lm_head_on_completions_only_keeps_every_labelled_token():
+    from selftrain.stages.train import completion_positions_only
+
+    labels = torch.tensor([[-100, -100, -100, 5, 6, -100], [-100, -100, -100, -100, 7, 8]])
+    inputs = {"input_ids": torch.arange(12).view(2, 6), "labels": labels}
+    cut = completion_positions_only(inputs)
+    # position 2 predicts the first labelled token (position 3): logits from 2 on, labels from 2 on
+    assert cut["logits_to_keep"] == 4 and cut["labels"].tolist() == [[-100, 5, 6, -100], [-100, -100, 7, 8]]
+    assert cut["input_ids"] is inputs["input_ids"]  # the model still reads the whole sequence
+    assert completion_positions_only({"input_ids": inputs["input_ids"]}).keys() == {"input_ids"}
+    whole = {"labels": torch.tensor([[-100, 1, 2]])}
+    assert completion_positions_only(whole) is whole  # nothing to skip
+
+
+def test_lm_head_on_completions_only_trains_with_the_same_loss(tmp_path, tiny_model_dir, tokenizer, monkeypatch):
+    """train.py runs the LM head only where a labelled token is predicted: the same examples must
+    give the same losses, step by step, as the head on every position."""
+    from selftrain.stages import train as stage
+
+    losses = {}
+    for only in (False, True):
+        monkeypatch.setattr(stage, "LM_HEAD_ON_COMPLETIONS_ONLY", only)
+        config = load_config(write_config(tmp_path / f"c{only}.json", tiny_model_dir, train_batch_size=4, dtype="fp32"))
+        spec = PromptSpec.from_config(config)
+        train_file = hand_training_file(tmp_path / "train.jsonl", tokenizer, spec)
+        losses[only] = stage.train(config, train_file, tmp_path / f"model_{only}", tiny_model_dir)["loss_history"]
+    assert len(losses[True]) >= 2
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)

@@ -34,15 +34,15 @@ def decode_attention(module, query, key, value, attention_mask, dropout: float =
                                       scaling=scaling, **kwargs)
     rows, heads, _, dim = query.shape
     kv_heads = key.shape[1]
-    grouped = query.view(rows, kv_heads, heads // kv_heads, dim)  # the query heads that share one kv head
-    scores = torch.matmul(grouped, key.transpose(-1, -2)).float()
-    scores.mul_(scaling if scaling is not None else dim ** -0.5)
+    # the query heads that share one kv head, scaled before the matmul (9x fewer elements than the scores)
+    grouped = query.view(rows, kv_heads, heads // kv_heads, dim) * (scaling if scaling is not None else dim ** -0.5)
+    scores = torch.matmul(grouped, key.transpose(-1, -2))
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
             scores.masked_fill_(~attention_mask, float("-inf"))
         else:
             scores.add_(attention_mask)
-    probs = scores.softmax(-1).to(value.dtype)
+    probs = torch.softmax(scores, -1, dtype=torch.float32).to(value.dtype)  # in float32 without a float copy
     out = torch.matmul(probs, value)  # (rows, kv_heads, group, dim)
     return out.reshape(rows, 1, heads, dim), None
 

@@ -79,6 +79,28 @@ def build_dataset(tokenizer, rows: list[dict], spec: PromptSpec, max_len: int):
     return Dataset.from_list(examples), too_long
 
 
+# The LM head (49k x 576 here) runs only from the first position that predicts a labelled token:
+# on the demo's examples (a 53-token prompt, ~20 reply tokens) that skips ~70% of its work and of
+# the float32 logits. bench/bench_training.py turns it off for its `selftrain_all_logits` variant.
+LM_HEAD_ON_COMPLETIONS_ONLY = True
+
+
+def completion_positions_only(inputs: dict) -> dict:
+    """The batch with `logits_to_keep` set so the model computes logits only from the first position
+    whose next token carries a label, and the labels cut to the same positions. The model's own
+    loss shifts the labels by one inside the kept span, so every labelled token is still predicted
+    from the same position and the loss (a sum over labelled tokens, divided by the batch's count
+    of them) is the same number."""
+    labels = inputs.get("labels")
+    if labels is None:
+        return inputs
+    labelled = (labels != -100).any(0).nonzero()
+    start = max(int(labelled[0]) - 1, 0) if len(labelled) else 0
+    if start == 0:
+        return inputs
+    return {**inputs, "labels": labels[:, start:], "logits_to_keep": labels.shape[1] - start}
+
+
 def _lean_trainer_class():
     """SFTTrainer whose loss is the model's own token-mean cross-entropy on the labels.
 
@@ -93,6 +115,8 @@ def _lean_trainer_class():
 
     class LeanSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if LM_HEAD_ON_COMPLETIONS_ONLY:
+                inputs = completion_positions_only(inputs)
             return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
         def _get_train_sampler(self, train_dataset=None):
