@@ -11,7 +11,10 @@ the AVX2 kind):
     selftrain_compile  the same with every decoder layer under torch.compile(dynamic=True);
                        its compilation is timed as start-up            (bench only)
     selftrain_int8     the engine on int8 linear layers (selftrain/generation/int8.py)
-    llama_cpp          the `openai` backend against llama.cpp's server on the embedded model's
+    llama_cpp          the `llama_cpp` backend: llama.cpp in this process, continuous batching of
+                       `batch_size` sequences, on a fresh Q8_0 GGUF export of the model's checkpoint;
+                       the export is timed as start-up               (not in the default list)
+    llama_cpp_server   the `openai` backend against llama.cpp's server on the embedded model's
                        GGUF (Q4_1 weights; one request at a time)   (not in the default list)
 
 For each path: sampled tokens/s and the ratio to `hf`; greedy agreement with the
@@ -29,7 +32,9 @@ token); the padding `generate` computes after a row has finished is not counted.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,11 +48,11 @@ from selftrain.config import GenerationConfig, load_config  # noqa: E402
 from selftrain.data import load_eval_prompts, load_train_prompts  # noqa: E402
 from selftrain.generation import Request, SamplingParams, request_seed  # noqa: E402
 from selftrain.generation.local import LocalBackend  # noqa: E402
-from selftrain.models import cpu_kind, load_model, load_tokenizer  # noqa: E402
+from selftrain.models import cpu_kind, load_model, load_tokenizer, resolve_model  # noqa: E402
 from selftrain.prompts import PromptSpec, build_messages, render_prompt  # noqa: E402
 from selftrain.stages.evaluate import evaluate_with  # noqa: E402
 
-PATHS = ("hf", "selftrain", "selftrain_b128", "selftrain_compile", "selftrain_int8", "llama_cpp")
+PATHS = ("hf", "selftrain", "selftrain_b128", "selftrain_compile", "selftrain_int8", "llama_cpp", "llama_cpp_server")
 
 
 def requests_for(records, tokenizer, spec, samples: int, params: SamplingParams) -> list[Request]:
@@ -63,6 +68,16 @@ def open_path(name: str, args, tokenizer, spec):
     """(backend, start-up seconds) for one path, on a freshly loaded model (int8 replaces layers in place)."""
     started = time.perf_counter()
     if name == "llama_cpp":
+        from selftrain.generation.gguf_export import export_gguf
+        from selftrain.generation.llama_cpp_local import LlamaCppBackend
+
+        out = Path(tempfile.mkdtemp(prefix="bench-gguf-")) / "model-q8_0.gguf"
+        export_gguf(resolve_model(args.model), out, "q8_0")
+        backend = LlamaCppBackend(args.model, spec, batch_size=args.batch_size, progress=False, tokenizer=tokenizer,
+                                  gguf_path=out)
+        shutil.rmtree(out.parent)  # llama.cpp holds the file open (mapped) until the backend closes
+        return backend, time.perf_counter() - started
+    if name == "llama_cpp_server":
         from selftrain.generation.server import LaunchedServerBackend
 
         gen = GenerationConfig(backend="openai", server="llama_cpp", max_concurrency=8)

@@ -26,7 +26,8 @@ FILTER_STRATEGIES = ("correct", "top_k_percent", "threshold", "best_of_n", "none
 TRAINING_METHODS = ("lora", "full", "qlora")
 METHODS = ("star", "expert_iteration")  # one mk/<method>.mk each
 # auto: the fastest measured path for this machine and stage (selftrain/generation/choose.py)
-GENERATION_BACKENDS = ("auto", "selftrain", "selftrain_int8", "hf", "openai")
+GENERATION_BACKENDS = ("auto", "selftrain", "selftrain_int8", "hf", "llama_cpp", "openai")
+GGUF_TYPES = ("q8_0", "f16", "bf16", "f32")  # what checkpoints are exported to for llama.cpp (generation.gguf_type)
 SERVER_KINDS = ("llama_cpp", "vllm")  # servers a stage can launch (generation.server)
 MOVED = {"generation_engine": "generation.backend"}  # keys of earlier releases, and where they went
 
@@ -130,8 +131,11 @@ class GenerationConfig:
     """`generation:` who writes the replies (README: "Generation backends")."""
 
     # auto | selftrain (in-house engine) | selftrain_int8 (the engine on int8 linear layers) |
-    # hf (model.generate) | openai (a server)
+    # hf (model.generate) | llama_cpp (llama.cpp in this process, on the model's GGUF) | openai (a server)
     backend: str = "auto"
+    # llama.cpp (backend llama_cpp, server llama_cpp): a trained checkpoint is exported to this GGUF type on
+    # first use, cached beside it; the embedded model runs its own shipped Q4_1 file
+    gguf_type: str = "q8_0"  # q8_0 | f16 | bf16 | f32
     # openai: any OpenAI-compatible server
     base_url: str = ""  # e.g. http://127.0.0.1:8000/v1; empty with `server` set: the launched server
     model: str = ""  # the name the server knows the model by; empty: the stage's model (what it serves)
@@ -153,7 +157,8 @@ class GenerationConfig:
             return InputError(f"{where}: generation.{key}: {message}")
 
         for key, allowed in (("backend", GENERATION_BACKENDS), ("api", ("completions", "chat")),
-                             ("use_n", ("auto", "never")), ("server", ("",) + SERVER_KINDS)):
+                             ("use_n", ("auto", "never")), ("server", ("",) + SERVER_KINDS),
+                             ("gguf_type", GGUF_TYPES)):
             if getattr(self, key) not in allowed:
                 raise bad(key, f"{getattr(self, key)!r} is not one of {', '.join(repr(a) if not a else a for a in allowed)}")
         if self.max_concurrency < 1:

@@ -83,9 +83,12 @@ def test_gguf_for_a_file_or_a_directory_holding_exactly_one(tmp_path):
         gguf_for(str(one))
     checkpoint = tmp_path / "ckpt"
     checkpoint.mkdir()
-    (checkpoint / "config.json").write_text("{}")
-    with pytest.raises(InputError, match=r"no GGUF for .*ckpt: the llama_cpp server serves GGUF files"):
+    with pytest.raises(InputError, match=r"no GGUF for .*ckpt: llama.cpp runs GGUF files, and this directory holds "
+                                         r"neither a .gguf nor a Hugging Face checkpoint"):
         gguf_for(str(checkpoint))
+    (checkpoint / "config.json").write_text("{}")  # a checkpoint is exported (tests/test_gguf_export.py) ...
+    with pytest.raises(InputError, match=r"checkpoint .*ckpt: architecture none named .*convert_hf_to_gguf.py"):
+        gguf_for(str(checkpoint))  # ... when its architecture is one the export handles
     with pytest.raises(InputError, match="not a .gguf file"):
         gguf_for(str(checkpoint / "config.json"))
     with pytest.raises(InputError, match="no such file or directory"):

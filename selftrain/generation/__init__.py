@@ -13,6 +13,9 @@ Backends (`generation.backend` in the config):
     selftrain   the in-house continuous-batching engine on a local HF model (engine.py)
     selftrain_int8  the same engine on int8 linear layers (int8.py): an approximation
     hf          plain `model.generate` on a local HF model (the baseline)
+    llama_cpp   llama.cpp in this process (llama-cpp-python's C API, continuous batching) on the
+                model's GGUF: a checkpoint's export in `generation.gguf_type`, made on first use and
+                cached beside it (gguf_export.py, llama_cpp_local.py)
     openai      any OpenAI-compatible server through the `openai` client (openai_compat.py);
                 with `generation.server` set, the stage launches that server for its own
                 model first and always stops it (server.py)
@@ -51,6 +54,10 @@ def _open(config, gen, name: str, model_name: str, spec, batch_size: int, progre
 
         return LocalBackend(model_name, spec, engine=name, dtype=config.dtype, batch_size=batch_size,
                             progress=progress)
+    if name == "llama_cpp":
+        from selftrain.generation.llama_cpp_local import LlamaCppBackend
+
+        return LlamaCppBackend(model_name, spec, gguf_type=gen.gguf_type, batch_size=batch_size, progress=progress)
     if name == "openai":
         if gen.server:
             from selftrain.generation.server import LaunchedServerBackend

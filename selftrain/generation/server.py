@@ -1,9 +1,11 @@
 """A server the stage launches for its own model (`generation.server`), driven by the openai backend.
 
-    llama_cpp   `python -m llama_cpp.server` (llama-cpp-python, pinned in requirements.txt, in this
-                venv) on the model's GGUF file: the embedded model's own, a `.gguf` path, or a
-                directory holding exactly one. CPU; it runs one request at a time and ignores `n`
-                (the openai backend then sends one seeded request per sample).
+    llama_cpp   `python -m llama_cpp.server` (llama-cpp-python, pinned in requirements-test.txt, in
+                this venv) on the model's GGUF file: the embedded model's own, a `.gguf` path, a
+                directory holding exactly one, or a trained checkpoint's GGUF export in
+                `generation.gguf_type`, made on first use and cached beside it (gguf_export.py).
+                CPU; it runs one request at a time and ignores `n` (the openai backend then sends
+                one seeded request per sample).
     vllm        vLLM's OpenAI server on the model's HF checkpoint, from vLLM's own environment
                 (`make setup-vllm`; default `.venv-vllm/bin/python`, or `generation.server_python`).
                 Before launching, that interpreter is asked which platform vLLM runs on here: the
@@ -108,32 +110,13 @@ print(json.dumps({"dists": dists, "device": current_platform.device_type or "",
 """
 
 
-def gguf_for(model_name: str) -> Path:
-    """The GGUF file the llama_cpp server serves for `model_name`: the embedded model's own,
-    a `.gguf` path, or the one `.gguf` in a directory."""
-    from selftrain.models import EMBEDDED_MODELS, _gguf_location
+def gguf_for(model_name: str, gguf_type: str = "q8_0") -> Path:
+    """The GGUF file the llama_cpp server serves for `model_name`: the embedded model's own, a
+    `.gguf` path, the one `.gguf` in a directory, or a checkpoint's export in `gguf_type`, made on
+    first use (`gguf_export.gguf_of`)."""
+    from selftrain.generation.gguf_export import gguf_of
 
-    if model_name in EMBEDDED_MODELS:
-        directory, filename = _gguf_location(model_name)
-        return directory / filename
-    path = Path(model_name).expanduser()
-    if path.is_file():
-        if path.suffix.lower() != ".gguf":
-            raise InputError(f"model {model_name}: not a .gguf file (the llama_cpp server serves GGUF files)")
-        return path.absolute()
-    if path.is_dir():
-        found = sorted(p for p in path.iterdir() if p.suffix.lower() == ".gguf" and p.is_file())
-        if len(found) == 1:
-            return found[0].absolute()
-        if found:
-            raise InputError(f"model {model_name}: {len(found)} GGUF files ({', '.join(p.name for p in found)}); "
-                             f"the llama_cpp server serves one: give the path of that .gguf as the model")
-        raise InputError(f"no GGUF for {model_name}: the llama_cpp server serves GGUF files, and this directory "
-                         f"holds none (exporting trained checkpoints to GGUF automatically is not done yet); "
-                         f"use generation.server: vllm or generation.backend: selftrain for it, "
-                         f"or put its .gguf file in the directory")
-    raise InputError(f"model {model_name}: no such file or directory (the llama_cpp server serves a .gguf file, "
-                     f"a directory holding one, or the embedded smollm2-135m)")
+    return gguf_of(model_name, gguf_type)
 
 
 def free_port() -> int:
@@ -234,8 +217,8 @@ class LaunchedServer:
 
                 if importlib.util.find_spec("llama_cpp") is None:
                     raise InputError(f"{self.where}: llama-cpp-python is not installed in {sys.prefix}: "
-                                     f"run `make setup` (requirements.txt pins it)")
-            target = str(gguf_for(self.model_name)) if not self._command_hook else self.model_name
+                                     f"run `make setup-test` (requirements-test.txt pins it)")
+            target = str(gguf_for(self.model_name, self.gen.gguf_type)) if not self._command_hook else self.model_name
             env = {k: v for k, v in env.items() if k.lower() not in _LLAMA_CPP_SETTINGS}
             return python, target, env, []
         python = self._python(None)
