@@ -8,12 +8,13 @@ the AVX2 kind):
     hf                 plain `model.generate` in fixed batches: the baseline of every ratio
     selftrain          the in-house continuous-batching engine, model in the hardware's dtype
     selftrain_b128     the same with 128 rows in flight instead of 64   (bench only)
+    selftrain_b256     the same with 256 rows in flight (the demo's batch_size)
     selftrain_compile  the same with every decoder layer under torch.compile(dynamic=True);
                        its compilation is timed as start-up            (bench only)
     selftrain_int8     the engine on int8 linear layers (selftrain/generation/int8.py)
     llama_cpp          the `llama_cpp` backend: llama.cpp in this process, continuous batching of
                        `batch_size` sequences, on a fresh Q8_0 GGUF export of the model's checkpoint;
-                       the export is timed as start-up               (not in the default list)
+                       the export is timed as start-up (needs `make setup-test`, which `make bench` runs)
     llama_cpp_server   the `openai` backend against llama.cpp's server on the embedded model's
                        GGUF (Q4_1 weights; one request at a time)   (not in the default list)
 
@@ -22,9 +23,9 @@ full-precision model (the engine on the fp32 model): replies identical, and the
 mean share of the reference reply before the first differing token; and the
 accuracy its greedy replies score on the demo's held-out problems (`--heldout`).
 
-    .venv/bin/python bench/bench_generation.py [--model smollm2-135m] [--prompts 64]
-        [--samples 2] [--max_new_tokens 96] [--temperature 0.8] [--greedy 32] [--heldout 200]
-        [--paths hf,selftrain,selftrain_b128,selftrain_compile,selftrain_int8]
+    .venv/bin/python bench/bench_generation.py [--model smollm2-135m] [--prompts 80]
+        [--samples 4] [--max_new_tokens 96] [--temperature 0.8] [--greedy 32] [--heldout 200]
+        [--paths hf,selftrain,selftrain_b128,selftrain_b256,selftrain_compile,selftrain_int8,llama_cpp]
 
 "Tokens" are the reply tokens each path reports (up to and excluding the stop
 token); the padding `generate` computes after a row has finished is not counted.
@@ -32,6 +33,7 @@ token); the padding `generate` computes after a row has finished is not counted.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -52,7 +54,8 @@ from selftrain.models import cpu_kind, load_model, load_tokenizer, resolve_model
 from selftrain.prompts import PromptSpec, build_messages, render_prompt  # noqa: E402
 from selftrain.stages.evaluate import evaluate_with  # noqa: E402
 
-PATHS = ("hf", "selftrain", "selftrain_b128", "selftrain_compile", "selftrain_int8", "llama_cpp", "llama_cpp_server")
+DEFAULT_PATHS = "hf,selftrain,selftrain_b128,selftrain_b256,selftrain_compile,selftrain_int8,llama_cpp"
+PATHS = ("hf", "selftrain", "selftrain_b128", "selftrain_b256", "selftrain_compile", "selftrain_int8", "llama_cpp", "llama_cpp_server")
 
 
 def requests_for(records, tokenizer, spec, samples: int, params: SamplingParams) -> list[Request]:
@@ -72,10 +75,12 @@ def open_path(name: str, args, tokenizer, spec):
         from selftrain.generation.llama_cpp_local import LlamaCppBackend
 
         out = Path(tempfile.mkdtemp(prefix="bench-gguf-")) / "model-q8_0.gguf"
-        export_gguf(resolve_model(args.model), out, "q8_0")
-        backend = LlamaCppBackend(args.model, spec, batch_size=args.batch_size, progress=False, tokenizer=tokenizer,
-                                  gguf_path=out)
-        shutil.rmtree(out.parent)  # llama.cpp holds the file open (mapped) until the backend closes
+        try:
+            export_gguf(resolve_model(args.model), out, "q8_0")
+            backend = LlamaCppBackend(args.model, spec, batch_size=args.batch_size, progress=False,
+                                      tokenizer=tokenizer, gguf_path=out)
+        finally:
+            shutil.rmtree(out.parent)  # llama.cpp holds the file open (mapped) until the backend closes
         return backend, time.perf_counter() - started
     if name == "llama_cpp_server":
         from selftrain.generation.server import LaunchedServerBackend
@@ -85,7 +90,7 @@ def open_path(name: str, args, tokenizer, spec):
         return backend, time.perf_counter() - started
     model = load_model(args.model, dtype=args.dtype)
     engine = {"hf": "hf", "selftrain_int8": "selftrain_int8"}.get(name, "selftrain")
-    batch = 128 if name == "selftrain_b128" else args.batch_size
+    batch = {"selftrain_b128": 128, "selftrain_b256": 256}.get(name, args.batch_size)
     backend = LocalBackend(args.model, spec, engine=engine, batch_size=batch, progress=False,
                            model=model, tokenizer=tokenizer)
     if name == "selftrain_compile":
@@ -109,16 +114,21 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--dtype", default="auto", help="dtype of every path's model (auto: the hardware's)")
-    p.add_argument("--prompts", type=int, default=64)
-    p.add_argument("--samples", type=int, default=2, help="samples per prompt")
+    p.add_argument("--prompts", type=int, default=80)
+    p.add_argument("--samples", type=int, default=4, help="samples per prompt (the demo's 4)")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--max_new_tokens", type=int, default=96)
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--greedy", type=int, default=32, help="prompts for the greedy agreement check (0: none)")
     p.add_argument("--heldout", type=int, default=200, help="held-out problems scored per path (0: none)")
-    p.add_argument("--paths", default="hf,selftrain,selftrain_b128,selftrain_compile,selftrain_int8")
+    p.add_argument("--paths", default=DEFAULT_PATHS)
     args = p.parse_args()
     paths = pick(args.paths, PATHS, "path")
+    emulated = [name for name in paths if name.startswith("llama_cpp")] if os.environ.get("ATEN_CPU_CAPABILITY") else []
+    if emulated and args.paths == DEFAULT_PATHS:
+        print(f"skipping {', '.join(emulated)} under ATEN_CPU_CAPABILITY: llama.cpp runs its own -march=native build, "
+              f"which the AVX2 emulation does not cap (name it in --paths to run it anyway)")
+        paths = [name for name in paths if name not in emulated]
 
     config = load_config("configs/demo.yaml", {"task.n_train": args.prompts, "max_new_tokens": args.max_new_tokens,
                                                "generation.backend": "selftrain"})
@@ -164,6 +174,8 @@ def main() -> None:
     for name, dtype, tokens, seconds, startup, identical, share, accuracy in rows:
         ratio = f"{(tokens / seconds) / (base[2] / base[3]):.2f}x" if base else "-"
         acc = f"{accuracy * 100:.1f}%" if accuracy is not None else "-"
+        if name.startswith("llama_cpp") and os.environ.get("ATEN_CPU_CAPABILITY"):
+            name += " (llama.cpp's own -march=native build: not capped by the emulation)"
         print(f"| {name} | {dtype} | {tokens / seconds:.1f} | {ratio} | {identical}/{len(reference)} | "
               f"{share * 100:.0f}% | {acc} |")
 

@@ -88,13 +88,9 @@ def run_trl_default(config, rows, tokenizer, epochs: float) -> float:
 
 def run_selftrain(config, train_file: Path, out: Path, all_logits: bool = False) -> tuple[float, float]:
     """(seconds, mean training loss)"""
-    from selftrain.stages import train as stage
+    from selftrain.stages.train import train
 
-    stage.LM_HEAD_ON_COMPLETIONS_ONLY = not all_logits
-    try:
-        metrics = stage.train(config, train_file, out, config.base_model_path)
-    finally:
-        stage.LM_HEAD_ON_COMPLETIONS_ONLY = True
+    metrics = train(config, train_file, out, config.base_model_path, lm_head_on_completions_only=not all_logits)
     return metrics["seconds"], metrics["train_loss"]
 
 

@@ -82,17 +82,20 @@ def resolve_model(name_or_path: str) -> str:
         if not (path / "config.json").is_file():
             raise InputError(f"model path {name_or_path}: no config.json (not a transformers checkpoint)")
         return str(path)
-    # "results/model_star_iter1" is a missing local checkpoint, not a hub repo named
-    # model_star_iter1 of an organisation "results": a hub lookup would only fail later, slowly.
-    first = name_or_path.split("/", 1)[0]
-    looks_like_path = (name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
-                       or Path(first).is_dir())
-    if looks_like_path or "/" not in name_or_path:
+    if looks_like_local_path(name_or_path) or "/" not in name_or_path:
         raise InputError(
             f"model {name_or_path}: no such local checkpoint and not a hub id "
             f"(use 'smollm2-135m', a local directory, or 'org/name')"
         )
     return name_or_path
+
+
+def looks_like_local_path(name: str) -> bool:
+    """Whether a name that is not on disk was meant as a local path: "results/model_star_iter1" is a
+    missing local checkpoint, not a hub repo model_star_iter1 of an organisation "results" (a hub
+    lookup would only fail later, slowly)."""
+    first = name.split("/", 1)[0]
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(first).is_dir()
 
 
 def best_dtype(device: torch.device) -> torch.dtype:

@@ -12,7 +12,7 @@ from selftrain.errors import InputError
 from selftrain.generation import SamplingParams, request_seed
 from selftrain.generation.attention import decode_attention
 from selftrain.generation.choose import choose_backend
-from selftrain.generation.engine import Engine, TokenRequest, inverse_cdf, sample_next
+from selftrain.generation.engine import Engine, TokenRequest, _cut, inverse_cdf, sample_next
 from selftrain.generation.int8 import Int8Linear, quantize_linears
 from selftrain.models import cpu_kind, load_model
 
@@ -69,6 +69,13 @@ def test_sampling_in_the_reused_buffer_draws_the_same_tokens_and_leaves_the_logi
                  for buffer in (None, scratch)]
         assert torch.equal(draws[0], draws[1])
         assert torch.equal(logits, kept)
+    # the same draws as the full softmax of the cut logits would give from the same uniforms
+    params = SamplingParams(1.3, 0.9, 50, 8)
+    uniform = 1.0 - torch.cat([torch.rand(1, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
+                               for s in range(6)])
+    expected = inverse_cdf(torch.softmax(_cut(logits / 1.3, 50, 0.9), -1), uniform)
+    assert torch.equal(sample_next(logits, params, [torch.Generator().manual_seed(s) for s in range(6)], scratch),
+                       expected)
     assert sample_next(logits.bfloat16(), SamplingParams(0.0, 1.0, 0, 8), [], scratch).tolist() == \
         logits.bfloat16().argmax(-1).tolist()
 

@@ -24,6 +24,7 @@ from selftrain.config import load_config  # noqa: E402
 from selftrain.data import load_train_prompts  # noqa: E402
 from selftrain.errors import InputError  # noqa: E402
 from selftrain.generation import Request, SamplingParams, get_backend, request_seed  # noqa: E402
+from selftrain.generation import gguf_export  # noqa: E402
 from selftrain.generation.gguf_export import export_gguf, export_path, gguf_of  # noqa: E402
 from selftrain.generation.llama_cpp_local import LlamaCppBackend  # noqa: E402
 from selftrain.generation.local import LocalBackend  # noqa: E402
@@ -167,7 +168,7 @@ def tiny(tiny_model_dir, tmp_path):
     return target
 
 
-def test_the_export_is_cached_beside_the_checkpoint_and_redone_when_the_weights_are_newer(tiny, capsys):
+def test_the_export_is_cached_beside_the_checkpoint_and_redone_when_the_weights_are_newer(tiny, capsys, monkeypatch):
     first = gguf_of(str(tiny), "q8_0")
     assert first == export_path(tiny, "q8_0") == tiny / "selftrain-q8_0.gguf"
     assert "exported" in capsys.readouterr().err
@@ -180,6 +181,19 @@ def test_the_export_is_cached_beside_the_checkpoint_and_redone_when_the_weights_
     assert "newer than its export" in capsys.readouterr().err
     assert gguf_of(str(tiny), "f32") == tiny / "selftrain-f32.gguf"  # one export per type, the q8_0 one ignored
     assert gguf_of(str(tiny), "q8_0") == first  # our exports never count as a user's .gguf
+    os.utime(tiny / "model.safetensors", (time.time() - 60, time.time() - 60))
+    assert gguf_of(str(tiny), "q8_0") == first  # current again
+    capsys.readouterr()
+    monkeypatch.setattr(gguf_export, "EXPORT_VERSION", gguf_export.EXPORT_VERSION + 1)  # a fixed exporter
+    made = first.stat().st_mtime_ns
+    assert gguf_of(str(tiny), "q8_0") == first and first.stat().st_mtime_ns != made
+    assert "made by another version of the exporter" in capsys.readouterr().err
+
+
+def test_a_killed_exports_temporary_file_is_removed_by_the_next_export(tiny):
+    orphan = tiny / ".selftrain-q8_0.gguf.tmp999999999"  # no such process
+    orphan.write_bytes(b"GGUF half")
+    assert gguf_of(str(tiny), "q8_0").is_file() and not orphan.exists()
 
 
 def test_an_export_that_fails_midway_leaves_no_gguf(tiny, monkeypatch):
@@ -220,11 +234,15 @@ def test_other_architectures_are_refused_with_the_way_to_convert_them(tiny):
         export_gguf(tiny, tiny / "x.gguf")
 
 
-def test_gguf_of_names_what_llama_cpp_runs(tmp_path):
+def test_gguf_of_names_what_llama_cpp_runs(tmp_path, monkeypatch):
     directory, filename = _gguf_location("smollm2-135m")
     assert gguf_of("smollm2-135m", "f32") == directory / filename  # the shipped Q4_1 file, as is
     with pytest.raises(InputError, match="a hub id, and llama.cpp runs a local GGUF file"):
         gguf_of("HuggingFaceTB/SmolLM2-135M-Instruct")
+    (tmp_path / "results").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match="no such file or directory"):  # a missing checkpoint, not a hub id
+        gguf_of("results/model_star_iter1")
     with pytest.raises(InputError, match="GGUF type 'q4_k': expected one of q8_0, f16, bf16, f32"):
         gguf_of("smollm2-135m", "q4_k")
     (tmp_path / "empty").mkdir()

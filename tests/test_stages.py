@@ -453,12 +453,17 @@ def test_lm_head_on_completions_only_trains_with_the_same_loss(tmp_path, tiny_mo
     give the same losses, step by step, as the head on every position."""
     from selftrain.stages import train as stage
 
+    cut = []
+    original = stage.completion_positions_only
+    monkeypatch.setattr(stage, "completion_positions_only",
+                        lambda inputs: cut.append(original(inputs).get("logits_to_keep")) or original(inputs))
     losses = {}
     for only in (False, True):
-        monkeypatch.setattr(stage, "LM_HEAD_ON_COMPLETIONS_ONLY", only)
         config = load_config(write_config(tmp_path / f"c{only}.json", tiny_model_dir, train_batch_size=4, dtype="fp32"))
         spec = PromptSpec.from_config(config)
         train_file = hand_training_file(tmp_path / "train.jsonl", tokenizer, spec)
-        losses[only] = stage.train(config, train_file, tmp_path / f"model_{only}", tiny_model_dir)["loss_history"]
+        losses[only] = stage.train(config, train_file, tmp_path / f"model_{only}", tiny_model_dir,
+                                   lm_head_on_completions_only=only)["loss_history"]
+    assert cut and all(keep is not None for keep in cut)  # every batch had prompt positions to skip
     assert len(losses[True]) >= 2
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)

@@ -34,7 +34,8 @@ def decode_attention(module, query, key, value, attention_mask, dropout: float =
                                       scaling=scaling, **kwargs)
     rows, heads, _, dim = query.shape
     kv_heads = key.shape[1]
-    # the query heads that share one kv head, scaled before the matmul (9x fewer elements than the scores)
+    # the query heads that share one kv head, scaled before the matmul: fewer elements than the scores once
+    # the cache is longer than a head (64 here), and exact for a power-of-4 head size (else one more rounding)
     grouped = query.view(rows, kv_heads, heads // kv_heads, dim) * (scaling if scaling is not None else dim ** -0.5)
     scores = torch.matmul(grouped, key.transpose(-1, -2))
     if attention_mask is not None:

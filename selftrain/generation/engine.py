@@ -70,13 +70,15 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generators: list[t
     the other rows in the batch).
 
     The weights are exp(logits / T - row max), unnormalized (`inverse_cdf` scales
-    by the row total), computed in place in float32 in `scratch` when given: at
-    batch 256 the float copy of the logits is 50 MB, and allocating it anew every
-    step (fresh pages from the kernel) plus an out-of-place division and softmax
-    took 16+ ms of a 270 ms step here."""
+    by the row total), in float32 in `scratch` (a float32 buffer of at least the
+    batch's rows) when given, in place unless top-k / top-p cut them: at batch
+    256 the float copy of the logits is 50 MB, and allocating it anew every step
+    (fresh pages from the kernel) plus an out-of-place division and softmax took
+    16+ ms of a 270 ms step here."""
     if params.temperature == 0:
         return logits.argmax(-1)
-    if scratch is not None and scratch.shape[0] >= logits.shape[0] and scratch.shape[1:] == logits.shape[1:]:
+    if scratch is not None and scratch.dtype == torch.float32 and scratch.shape[0] >= logits.shape[0] \
+            and scratch.shape[1:] == logits.shape[1:]:
         weights = scratch[: logits.shape[0]].copy_(logits)
     else:
         weights = logits.to(torch.float32, copy=True)

@@ -9,6 +9,7 @@
     a directory         the one .gguf a user put there; else, for a Hugging Face checkpoint
                         (config.json + safetensors), its export `<dir>/selftrain-<outtype>.gguf`,
                         made on first use and made again when the checkpoint is newer than it
+                        or another version of this exporter made it
     a hub id            an error: nothing downloads at run time
 
 `export_gguf(checkpoint, out, outtype)` writes that export for Llama-architecture checkpoints
@@ -18,7 +19,8 @@ q/k rows permuted from Hugging Face's rotate-half layout to the interleaved pair
 rotates (what llama.cpp's convert_hf_to_gguf.py does), 2-D weights in `outtype` (q8_0 through
 `gguf.quants.quantize`), norms in f32, and the GPT-2-style BPE tokenizer (tokens, token types,
 merges, special ids, chat template). It streams one tensor at a time into a temporary file that
-is renamed into place only when complete, so an export that is killed or fails leaves no .gguf.
+is renamed into place only when complete and on disk, so an export that is killed or fails leaves
+no .gguf (the temporary file of a killed one is removed by the next export to the same name).
 Other architectures are refused with the way to convert them by hand.
 
 Measured on the embedded model's checkpoint (tests/test_gguf_export.py): the f32 export's logits
@@ -41,6 +43,9 @@ from selftrain.errors import InputError
 from selftrain.logging import log
 
 ARCHITECTURES = ("LlamaForCausalLM",)
+# Written into every export (selftrain.export_version): a cached export made by another version of
+# this exporter is made again, so a fix here reaches checkpoints exported before it.
+EXPORT_VERSION = 1
 EXPORT_PREFIX = "selftrain-"  # <dir>/selftrain-<outtype>.gguf: our exports, never taken for a user's file
 CONVERT_HINT = ("convert it with llama.cpp's convert_hf_to_gguf.py yourself (https://github.com/ggml-org/llama.cpp) "
                 "and give the path of that .gguf as the model")
@@ -84,7 +89,9 @@ def gguf_of(model_name: str, outtype: str = "q8_0") -> Path:
             raise InputError(f"no GGUF for {model_name}: llama.cpp runs GGUF files, and this directory holds "
                              f"neither a .gguf nor a Hugging Face checkpoint (config.json) to export")
         return _cached_export(path.absolute(), outtype)
-    if not model_name.startswith((".", "/", "~")) and model_name.count("/") == 1:
+    from selftrain.models import looks_like_local_path
+
+    if not looks_like_local_path(model_name) and model_name.count("/") == 1:
         raise InputError(f"model {model_name}: a hub id, and llama.cpp runs a local GGUF file (nothing downloads "
                          f"at run time): download the checkpoint or its .gguf and give its path")
     raise InputError(f"model {model_name}: no such file or directory (llama.cpp runs a .gguf file, a checkpoint "
@@ -96,14 +103,26 @@ def _cached_export(checkpoint: Path, outtype: str) -> Path:
     _hparams(checkpoint)  # an architecture the export does not handle is the first thing to say
     sources = _source_files(checkpoint)
     newest = max(p.stat().st_mtime for p in sources)
-    if out.is_file() and out.stat().st_mtime >= newest:
+    current = out.is_file() and out.stat().st_mtime >= newest
+    if current and _export_version(out) == EXPORT_VERSION:
         return out
-    why = "the checkpoint is newer than its export" if out.is_file() else "first use"
+    why = ("first use" if not out.is_file() else "the checkpoint is newer than its export" if not current
+           else "made by another version of the exporter")
     started = time.perf_counter()
     export_gguf(checkpoint, out, outtype)
     log(f"exported {checkpoint} to {out.name} ({outtype}, {out.stat().st_size / 2**20:.0f} MiB) in "
         f"{time.perf_counter() - started:.1f}s ({why})")
     return out
+
+
+def _export_version(path: Path) -> int | None:
+    import gguf
+
+    try:
+        field = gguf.GGUFReader(path).fields.get("selftrain.export_version")
+    except (ValueError, OSError):  # damaged (a crash before the data reached the disk): export again
+        return None
+    return int(field.parts[field.data[0]][0]) if field is not None else None
 
 
 def _check_outtype(outtype: str) -> None:
@@ -159,6 +178,7 @@ def export_gguf(checkpoint_dir: str | os.PathLike, out_path: str | os.PathLike, 
     writer.add_vocab_size(hp.vocab)
     writer.add_file_type(file_type)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    writer.add_uint32("selftrain.export_version", EXPORT_VERSION)
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
@@ -177,6 +197,7 @@ def export_gguf(checkpoint_dir: str | os.PathLike, out_path: str | os.PathLike, 
         writer.add_tensor_info(entry.name, entry.shape, np.dtype(np.float32), nbytes, raw_dtype=qtype)
 
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")  # not *.gguf: never taken for a finished file
+    _remove_orphans(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         writer.write_header_to_file(path=tmp)
@@ -187,12 +208,27 @@ def export_gguf(checkpoint_dir: str | os.PathLike, out_path: str | os.PathLike, 
                 data = entry.convert(weights.get(entry.source))
                 writer.write_tensor_data(gguf.quants.quantize(data, qtype_of[entry.outtype]))
         writer.close()
+        with open(tmp, "rb+") as done:
+            os.fsync(done.fileno())  # on disk before the name says it is complete
         os.replace(tmp, out)
+    except PermissionError as exc:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write the GGUF export {out} ({exc.strerror}): make {out.parent} writable, "
+                         f"or export it elsewhere and give that .gguf as the model") from None
     except BaseException:
         writer.close()
         tmp.unlink(missing_ok=True)
         raise
     return out
+
+
+def _remove_orphans(out: Path) -> None:
+    """Temporary files of exports to `out` whose process is gone (killed with SIGKILL mid-export)."""
+    for tmp in out.parent.glob(f".{out.name}.tmp*"):
+        pid = tmp.name.rsplit(".tmp", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
+            tmp.unlink(missing_ok=True)
 
 
 def _config(checkpoint: Path) -> dict:
@@ -387,7 +423,8 @@ def _layer_order(name: str) -> tuple:
 def _source_files(checkpoint: Path) -> list[Path]:
     """The files an export is made from (its cache is stale when one is newer)."""
     files = [checkpoint / "config.json", *_weight_files(checkpoint)]
-    files += [checkpoint / n for n in ("tokenizer.json", "tokenizer_config.json") if (checkpoint / n).is_file()]
+    files += [checkpoint / n for n in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
+                                       "chat_template.json", "special_tokens_map.json") if (checkpoint / n).is_file()]
     return files
 
 

@@ -81,6 +81,8 @@ class LlamaCppBackend:
         from selftrain.generation.gguf_export import gguf_of
         from selftrain.models import load_tokenizer
 
+        self._model = self._ctx = self._batch = None  # what close() frees, whatever fails below
+        self._logits = self._scratch = None  # per-step buffers, reused (a fresh 50 MB per step costs ms)
         llama_cpp = _llama_cpp()
         if str(model_name).lower().endswith(".gguf"):
             raise InputError(f"generation.backend llama_cpp: model {model_name} is a .gguf file; this backend encodes "
@@ -109,9 +111,7 @@ class LlamaCppBackend:
             self.close()
             raise InputError(f"{self.gguf}: {self.n_vocab} tokens, fewer than the tokenizer of {model_name} "
                              f"({len(self.tokenizer)}): not this model's GGUF")
-        self._ctx = None
         self._ctx_cells = 0  # KV cells per sequence of the current context
-        self._batch = None
         self.stats = GenerationStats()
         self._ids: dict[str, list[int]] = {}
         log(f"llama.cpp on {self.gguf} ({self.linear}, {self.threads} threads, up to {self.batch_size} sequences) "
@@ -132,7 +132,7 @@ class LlamaCppBackend:
         if self._ctx is not None:
             self.llama.llama_free(self._ctx)
             self._ctx = None
-        if getattr(self, "_model", None):
+        if self._model:
             self.llama.llama_model_free(self._model)
             self._model = None
 
@@ -193,7 +193,7 @@ class LlamaCppBackend:
                 # one call for the running rows' next tokens and the new prompts: measured 66-73 s for the
                 # bench's 128 requests, against 77 s with the prompts in a call of their own
                 logits = self._decode(feed)
-                sampled = _sample(logits, params, [rows[s]["gen"] for s in order])
+                sampled = self._sample(logits, params, [rows[s]["gen"] for s in order])
                 for seq, (_, tokens, pos), token in zip(order, feed, sampled.tolist()):
                     row = rows[seq]
                     row["pos"] = pos + len(tokens)
@@ -223,6 +223,13 @@ class LlamaCppBackend:
             self.stats.requests += len(group)
             self.stats.seconds += time.perf_counter() - started
             bar.close()
+
+    def _sample(self, logits: torch.Tensor, params: SamplingParams, generators: list) -> torch.Tensor:
+        from selftrain.generation.engine import sample_next
+
+        if params.temperature > 0 and (self._scratch is None or self._scratch.shape[0] < logits.shape[0]):
+            self._scratch = torch.empty(max(self.batch_size, logits.shape[0]), self.n_vocab, dtype=torch.float32)
+        return sample_next(logits, params, generators, self._scratch)
 
     def _ensure_context(self, cells_per_sequence: int) -> None:
         """A context with `batch_size` sequences of at least `cells_per_sequence` KV cells each (made anew
@@ -258,7 +265,9 @@ class LlamaCppBackend:
         """Decode every row's tokens (in calls of at most N_BATCH tokens); the logits after each row's
         last token, one row per entry of `feed`, in its order."""
         llama, batch = self.llama, self._batch
-        out = np.empty((len(feed), self.n_vocab), dtype=np.float32)
+        if self._logits is None or self._logits.shape[0] < len(feed):
+            self._logits = np.empty((max(self.batch_size, len(feed)), self.n_vocab), dtype=np.float32)
+        out = self._logits[:len(feed)]
         done = 0  # rows whose logits are in `out`
         pending = []  # rows whose last token is in the current call
         batch.n_tokens = 0
@@ -293,12 +302,6 @@ class LlamaCppBackend:
         if batch.n_tokens:
             flush()
         return torch.from_numpy(out)
-
-
-def _sample(logits: torch.Tensor, params: SamplingParams, generators: list[torch.Generator]) -> torch.Tensor:
-    from selftrain.generation.engine import sample_next
-
-    return sample_next(logits, params, generators)
 
 
 def _stop_ids(model_name: str, tokenizer) -> list[int]:

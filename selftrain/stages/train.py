@@ -11,6 +11,7 @@ iteration generates with and evaluate.py loads), the LoRA adapter in
 """
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -79,18 +80,16 @@ def build_dataset(tokenizer, rows: list[dict], spec: PromptSpec, max_len: int):
     return Dataset.from_list(examples), too_long
 
 
-# The LM head (49k x 576 here) runs only from the first position that predicts a labelled token:
-# on the demo's examples (a 53-token prompt, ~20 reply tokens) that skips ~70% of its work and of
-# the float32 logits. bench/bench_training.py turns it off for its `selftrain_all_logits` variant.
-LM_HEAD_ON_COMPLETIONS_ONLY = True
-
-
 def completion_positions_only(inputs: dict) -> dict:
     """The batch with `logits_to_keep` set so the model computes logits only from the first position
     whose next token carries a label, and the labels cut to the same positions. The model's own
     loss shifts the labels by one inside the kept span, so every labelled token is still predicted
     from the same position and the loss (a sum over labelled tokens, divided by the batch's count
-    of them) is the same number."""
+    of them) is the same number.
+
+    On the demo's padded batches (a 53-token prompt, ~20 reply tokens) this skips ~70% of the LM
+    head (49k x 576) and of its float32 logits: 1.23x trained tokens/s, the same losses. A packed
+    padding-free row skips only its first example's prompt."""
     labels = inputs.get("labels")
     if labels is None:
         return inputs
@@ -101,7 +100,7 @@ def completion_positions_only(inputs: dict) -> dict:
     return {**inputs, "labels": labels[:, start:], "logits_to_keep": labels.shape[1] - start}
 
 
-def _lean_trainer_class():
+def _lean_trainer_class(completions_only: bool):
     """SFTTrainer whose loss is the model's own token-mean cross-entropy on the labels.
 
     TRL's default loss also computes per-token entropy and accuracy through a
@@ -115,7 +114,7 @@ def _lean_trainer_class():
 
     class LeanSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if LM_HEAD_ON_COMPLETIONS_ONLY:
+            if completions_only:
                 inputs = completion_positions_only(inputs)
             return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
@@ -154,9 +153,12 @@ def _merged(peft_model, adapter_dir: Path, init_model: str, method: str):
     return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
 
 
-def train(config: Config, train_file, output_dir, init_model: str) -> dict | None:
+def train(config: Config, train_file, output_dir, init_model: str, *,
+          lm_head_on_completions_only: bool = True) -> dict | None:
     """Train and save; under `accelerate launch` every process trains, the main one saves and returns
-    the metrics, the others return None."""
+    the metrics, the others return None. `lm_head_on_completions_only`: `completion_positions_only`
+    (False only for bench/bench_training.py's comparison; a model whose forward takes no
+    `logits_to_keep` runs the head on every position, and the log says so)."""
     from accelerate import PartialState
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -215,7 +217,10 @@ def train(config: Config, train_file, output_dir, init_model: str) -> dict | Non
         train_sampling_strategy="group_by_length",
         dataloader_num_workers=0, disable_tqdm=False,
     )
-    trainer = _lean_trainer_class()(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+    if lm_head_on_completions_only and "logits_to_keep" not in inspect.signature(model.forward).parameters:
+        log(f"note: {type(model).__name__}.forward takes no logits_to_keep; the LM head runs on every position")
+        lm_head_on_completions_only = False
+    trainer = _lean_trainer_class(lm_head_on_completions_only)(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft_config)
     world = state.num_processes
     log(f"training on {len(dataset)} examples ({too_long} over max_seq_length skipped), "
