@@ -41,7 +41,7 @@ num = $(shell expr $(1) + 0)
 # iteration N generates with iteration N-1's model (the base model for N=1)
 generator_dep = $(if $(filter 01,$(1)),,$(RUN_DIR)/iter_$(call prev,$(1))/model.done)
 
-.PHONY: help setup setup-test setup-vllm iter rounds demo report test clean-run bench expert-iteration submit
+.PHONY: help setup setup-test setup-vllm iter rounds demo report test clean-run bench bench-train expert-iteration submit
 .DEFAULT_GOAL := help
 .SECONDEXPANSION:
 .DELETE_ON_ERROR:
@@ -133,12 +133,19 @@ test: | setup setup-test  ## the test suite (unit tests with tiny models + an en
 # PyTorch (ATen, oneDNN, MKL, FBGEMM) capped to AVX2 kernels, fp32: the AVX2 kind on an AVX-512 machine
 AVX2_ENV := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2
 BENCH_ARGS ?=
+BENCH_TRAIN_ARGS ?=
 
 bench: | setup setup-test  ## generation benchmark: every path on the same prompts, this CPU kind and emulated AVX2
 	$(PY) bench/bench_generation.py $(BENCH_ARGS)
 	@if $(PY) -c 'import sys, torch; sys.exit(not torch.backends.cpu.get_cpu_capability().startswith("AVX512"))'; then \
 	  echo "--- the same with AVX2 kernels only (emulated: $(AVX2_ENV))"; \
 	  $(AVX2_ENV) $(PY) bench/bench_generation.py $(BENCH_ARGS); fi
+
+bench-train: | setup  ## training benchmark: train.py vs TRL's default SFTTrainer, this CPU kind and emulated AVX2
+	$(PY) bench/bench_training.py $(BENCH_TRAIN_ARGS)
+	@if $(PY) -c 'import sys, torch; sys.exit(not torch.backends.cpu.get_cpu_capability().startswith("AVX512"))'; then \
+	  echo "--- the same with AVX2 kernels only (emulated: $(AVX2_ENV))"; \
+	  $(AVX2_ENV) $(PY) bench/bench_training.py $(BENCH_TRAIN_ARGS); fi
 
 clean-run:  ## delete the folder of RUN
 	rm -rf $(RUN_DIR)
