@@ -88,6 +88,20 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generators: list[t
     return inverse_cdf(weights, uniform)
 
 
+class Sampler:
+    """`sample_next` with its float32 buffer kept from one step to the next (grown when a batch has
+    more rows): what every decoding loop calls on each step's logits."""
+
+    def __init__(self, rows: int = 0):
+        self.rows, self._scratch = rows, None
+
+    def __call__(self, logits: torch.Tensor, params: SamplingParams, generators: list) -> torch.Tensor:
+        logits = logits.cpu()
+        if params.temperature > 0 and (self._scratch is None or self._scratch.shape[0] < logits.shape[0]):
+            self._scratch = logits.new_empty(max(self.rows, logits.shape[0]), logits.shape[1], dtype=torch.float32)
+        return sample_next(logits, params, generators, self._scratch)
+
+
 def inverse_cdf(weights: torch.Tensor, uniform: torch.Tensor, block: int = 1024) -> torch.Tensor:
     """Per row, the first index whose cumulative weight reaches `uniform` (in (0, 1]) times the
     row's total: a draw from the row's distribution. Two levels (block sums, then one block)
@@ -240,7 +254,7 @@ class Engine:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(self.stop_ids[0])
         self.device = next(model.parameters()).device
         self.stats = {"generated_tokens": 0, "seconds": 0.0, "prompt_tokens": 0}
-        self._scratch = None  # float32 (rows, vocab) for sampling
+        self._sampler = Sampler(batch_size)
 
     # ---------------------------------------------------------------- public
     def generate(self, requests: list[TokenRequest]) -> Iterator[TokenCompletion]:
@@ -350,11 +364,7 @@ class Engine:
         return self._sample(out.logits[:, -1, :], batch.rows)
 
     def _sample(self, logits: torch.Tensor, rows: list[dict]) -> torch.Tensor:
-        logits = logits.cpu()
-        if self.params.temperature > 0 and (self._scratch is None or self._scratch.shape[0] < logits.shape[0]):
-            self._scratch = logits.new_empty(max(self.batch_size, logits.shape[0]), logits.shape[1],
-                                             dtype=torch.float32)  # reused by every step (`sample_next`)
-        return sample_next(logits, self.params, [row["gen"] for row in rows], self._scratch)
+        return self._sampler(logits, self.params, [row["gen"] for row in rows])
 
     # ------------------------------------------------------------ plain HF
     def _run_hf(self, requests: list[TokenRequest]) -> Iterator[TokenCompletion]:

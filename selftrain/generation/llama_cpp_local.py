@@ -37,7 +37,9 @@ from tqdm import tqdm
 from selftrain.errors import InputError
 from selftrain.generation.base import BackendError, Completion, GenerationStats, Request, SamplingParams
 from selftrain.logging import log
-from selftrain.prompts import PromptSpec, encode_prompt
+from selftrain.generation.engine import Sampler
+from selftrain.generation.local import PromptTokens
+from selftrain.prompts import PromptSpec
 
 N_BATCH = 2048  # tokens per llama_decode call (prompt tokens of new rows + one token per running row)
 N_UBATCH = 512  # llama.cpp's physical batch: its own default
@@ -82,7 +84,7 @@ class LlamaCppBackend:
         from selftrain.models import load_tokenizer
 
         self._model = self._ctx = self._batch = None  # what close() frees, whatever fails below
-        self._logits = self._scratch = None  # per-step buffers, reused (a fresh 50 MB per step costs ms)
+        self._logits = None  # the per-step logits buffer, reused (a fresh 50 MB per step costs ms)
         llama_cpp = _llama_cpp()
         if str(model_name).lower().endswith(".gguf"):
             raise InputError(f"generation.backend llama_cpp: model {model_name} is a .gguf file; this backend encodes "
@@ -99,6 +101,7 @@ class LlamaCppBackend:
         self.linear = _file_type(self.gguf)
         self.threads = threads or torch.get_num_threads()
         self.batch_size = min(batch_size, int(llama_cpp.llama_max_parallel_sequences()))
+        self._sample = Sampler(self.batch_size)
         _quiet(llama_cpp)
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = 0
@@ -113,7 +116,7 @@ class LlamaCppBackend:
                              f"({len(self.tokenizer)}): not this model's GGUF")
         self._ctx_cells = 0  # KV cells per sequence of the current context
         self.stats = GenerationStats()
-        self._ids: dict[str, list[int]] = {}
+        self.encode = PromptTokens(self.tokenizer, spec)
         log(f"llama.cpp on {self.gguf} ({self.linear}, {self.threads} threads, up to {self.batch_size} sequences) "
             f"ready in {time.perf_counter() - started:.1f}s")
 
@@ -147,20 +150,11 @@ class LlamaCppBackend:
                 "device": "cpu", "threads": self.threads}
 
     # ------------------------------------------------------------ generation
-    def encode(self, text: str) -> list[int]:
-        if text not in self._ids:
-            self._ids[text] = list(encode_prompt(self.tokenizer, text, self.spec))
-        return self._ids[text]
-
     def generate(self, requests: Iterable[Request]) -> Iterator[Completion]:
-        groups: dict = {}  # one run per distinct sampling setting, in first-seen order (as local.py)
-        for r in requests:
-            if r.prompt_text is None:
-                raise BackendError(f"request {r.key}: no prompt_text (a local model needs the rendered prompt)")
-            ids = self.encode(r.prompt_text)
+        groups = self.encode.groups(requests)  # one run per distinct sampling setting, as local.py
+        for r, ids in (pair for group in groups.values() for pair in group):
             if not ids:
                 raise InputError(f"request {r.key}: empty prompt (nothing to condition on)")
-            groups.setdefault(r.params, []).append((r, ids))
         for params, group in groups.items():
             yield from self._run(params, group)
 
@@ -223,13 +217,6 @@ class LlamaCppBackend:
             self.stats.requests += len(group)
             self.stats.seconds += time.perf_counter() - started
             bar.close()
-
-    def _sample(self, logits: torch.Tensor, params: SamplingParams, generators: list) -> torch.Tensor:
-        from selftrain.generation.engine import sample_next
-
-        if params.temperature > 0 and (self._scratch is None or self._scratch.shape[0] < logits.shape[0]):
-            self._scratch = torch.empty(max(self.batch_size, logits.shape[0]), self.n_vocab, dtype=torch.float32)
-        return sample_next(logits, params, generators, self._scratch)
 
     def _ensure_context(self, cells_per_sequence: int) -> None:
         """A context with `batch_size` sequences of at least `cells_per_sequence` KV cells each (made anew

@@ -16,6 +16,30 @@ from selftrain.logging import log
 from selftrain.prompts import PromptSpec, encode_prompt
 
 
+class PromptTokens:
+    """Rendered prompts -> token ids by the rule the training data uses, cached (N samples share
+    one prompt), and requests grouped by sampling setting: what every backend that feeds a
+    local model token ids (this module's, llama_cpp_local.py) does before it generates."""
+
+    def __init__(self, tokenizer, spec: PromptSpec):
+        self.tokenizer, self.spec = tokenizer, spec
+        self._ids: dict[str, list[int]] = {}
+
+    def __call__(self, text: str) -> list[int]:
+        if text not in self._ids:
+            self._ids[text] = list(encode_prompt(self.tokenizer, text, self.spec))
+        return self._ids[text]
+
+    def groups(self, requests: Iterable[Request]) -> dict:
+        """{sampling params: [(request, prompt ids), ...]}, in first-seen order."""
+        groups: dict = {}
+        for r in requests:
+            if r.prompt_text is None:
+                raise BackendError(f"request {r.key}: no prompt_text (a local model needs the rendered prompt)")
+            groups.setdefault(r.params, []).append((r, self(r.prompt_text)))
+        return groups
+
+
 class LocalBackend:
     def __init__(self, model_name: str, spec: PromptSpec, *, engine: str = "selftrain", dtype: str = "auto",
                  batch_size: int = 64, progress: bool = True, model=None, tokenizer=None):
@@ -34,7 +58,7 @@ class LocalBackend:
             log(f"loaded {model_name} ({self.model.dtype}, {self.model.device}, {self.linear} linear layers) in "
                 f"{time.perf_counter() - started:.1f}s")
         self.stats = GenerationStats()
-        self._ids: dict[str, list[int]] = {}  # rendered prompt -> token ids (N samples share one prompt)
+        self.encode = PromptTokens(self.tokenizer, spec)
 
     def __enter__(self) -> "LocalBackend":
         return self
@@ -46,20 +70,11 @@ class LocalBackend:
         return {"backend": self.name, "model": self.model_name, "dtype": str(self.model.dtype).removeprefix("torch."),
                 "linear": self.linear, "device": str(self.model.device)}
 
-    def encode(self, text: str) -> list[int]:
-        if text not in self._ids:
-            self._ids[text] = list(encode_prompt(self.tokenizer, text, self.spec))
-        return self._ids[text]
-
     def generate(self, requests: Iterable[Request]) -> Iterator[Completion]:
         from selftrain.generation.engine import Engine, TokenRequest
 
-        groups: dict = {}  # one engine run per distinct sampling setting, in first-seen order
-        for r in requests:
-            if r.prompt_text is None:
-                raise BackendError(f"request {r.key}: no prompt_text (a local model needs the rendered prompt)")
-            groups.setdefault(r.params, []).append(TokenRequest(r.key, self.encode(r.prompt_text), r.seed))
-        for params, group in groups.items():
+        for params, pairs in self.encode.groups(requests).items():  # one engine run per sampling setting
+            group = [TokenRequest(r.key, ids, r.seed) for r, ids in pairs]
             engine = Engine(self.model, self.tokenizer, params, batch_size=self.batch_size, progress=self.progress,
                             engine="hf" if self.name == "hf" else "selftrain")
             try:
