@@ -17,9 +17,8 @@ the logits with one torch.Generator per request seeded with its seed, so a reque
 not depend on which other requests share its batch. The KV cache is llama.cpp's default f16, or
 f32 for an f32 GGUF (which then runs exactly: tests/test_gguf_export.py).
 
-Speed (bench/bench_generation.py, 128 sampled requests of the demo, 2 threads, AVX-512 bf16 CPU,
-llama-cpp-python 0.3.36): 144 tokens/s on the q8_0 export and 203 on a bf16 one, against 599 for
-the in-house engine in bf16 in the same run; so `auto` never picks it (choose.py).
+Speed: README "Generation speed" (below `model.generate` on the AVX-512 bf16 kind, so `auto`
+never picks it; choose.py).
 """
 from __future__ import annotations
 
