@@ -150,11 +150,7 @@ class LlamaCppBackend:
 
     # ------------------------------------------------------------ generation
     def generate(self, requests: Iterable[Request]) -> Iterator[Completion]:
-        groups = self.encode.groups(requests)  # one run per distinct sampling setting, as local.py
-        for r, ids in (pair for group in groups.values() for pair in group):
-            if not ids:
-                raise InputError(f"request {r.key}: empty prompt (nothing to condition on)")
-        for params, group in groups.items():
+        for params, group in self.encode.groups(requests).items():  # one run per sampling setting, as local.py
             yield from self._run(params, group)
 
     def _run(self, params: SamplingParams, group: list[tuple[Request, list[int]]]) -> Iterator[Completion]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import Iterable, Iterator
 
+from selftrain.errors import InputError
 from selftrain.generation.base import BackendError, Completion, GenerationStats, Request
 from selftrain.logging import log
 from selftrain.prompts import PromptSpec, encode_prompt
@@ -31,12 +32,16 @@ class PromptTokens:
         return self._ids[text]
 
     def groups(self, requests: Iterable[Request]) -> dict:
-        """{sampling params: [(request, prompt ids), ...]}, in first-seen order."""
+        """{sampling params: [(request, prompt ids), ...]}, in first-seen order; every prompt checked
+        before any generates."""
         groups: dict = {}
         for r in requests:
             if r.prompt_text is None:
                 raise BackendError(f"request {r.key}: no prompt_text (a local model needs the rendered prompt)")
-            groups.setdefault(r.params, []).append((r, self(r.prompt_text)))
+            ids = self(r.prompt_text)
+            if not ids:
+                raise InputError(f"request {r.key}: empty prompt (nothing to condition on)")
+            groups.setdefault(r.params, []).append((r, ids))
         return groups
 
 
@@ -93,7 +98,6 @@ def _quantize(model, model_name: str) -> None:
     """int8 linear layers in place, or a clear error where the int8 kernel cannot run."""
     import torch
 
-    from selftrain.errors import InputError
     from selftrain.generation.int8 import quantize_linears
 
     device = next(model.parameters()).device
