@@ -3,6 +3,7 @@
 #   make iter N=2 CONFIG=configs/x.yaml RUN=myrun
 #   make rounds ROUNDS=3           iterations 1..ROUNDS (plus the iteration-0 baseline)
 #   make report                    markdown table + PNG plot of a run
+#   make demo-self-rewarding       seed 004: M0 -> M1 (SFT on IFT + EFT) -> M2 -> M3 (DPO on its own judgements)
 #   make expert-iteration EXIT_ITER=3  seed 002: train on all vs on correct samples of one iteration, compare
 #   make submit ROUNDS=3 SHARDS=4  the same iterations as SLURM jobs chained with afterok (slurm/, scripts/)
 #   make test                      the test suite
@@ -41,7 +42,7 @@ num = $(shell expr $(1) + 0)
 # iteration N generates with iteration N-1's model (the base model for N=1)
 generator_dep = $(if $(filter 01,$(1)),,$(RUN_DIR)/iter_$(call prev,$(1))/model.done)
 
-.PHONY: help setup setup-test setup-vllm iter rounds demo report test clean-run bench bench-train expert-iteration submit
+.PHONY: help setup setup-test setup-vllm iter rounds demo demo-self-rewarding report test clean-run bench bench-train expert-iteration submit
 .DEFAULT_GOAL := help
 .SECONDEXPANSION:
 .DELETE_ON_ERROR:
@@ -126,6 +127,12 @@ submit: | setup  ## SLURM: iterations 0..ROUNDS as a chain of jobs (SHARDS=S: st
 demo: | setup  ## base eval + 3 STaR iterations on the embedded model and task, then the table
 	@$(MAKE) --no-print-directory rounds CONFIG=$(CONFIG) RUN=$(RUN)
 	@$(MAKE) --no-print-directory report CONFIG=$(CONFIG) RUN=$(RUN)
+
+SR_CONFIG ?= configs/self_rewarding.yaml
+
+demo-self-rewarding: | setup  ## seed 004 on the embedded model: M0..M3, IFEval accuracies, judge accuracy, pair precision
+	@$(MAKE) --no-print-directory rounds CONFIG=$(SR_CONFIG) RUN=$(basename $(notdir $(SR_CONFIG)))
+	@$(MAKE) --no-print-directory report CONFIG=$(SR_CONFIG) RUN=$(basename $(notdir $(SR_CONFIG)))
 
 test: | setup setup-test  ## the test suite (unit tests with tiny models + an end-to-end make iter)
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests

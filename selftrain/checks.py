@@ -22,6 +22,10 @@ def check_runnable(config: Config, where: str = "config") -> None:
     if config.balance_by == "answer" and not needs_expected_answer(config):
         raise InputError(f"{where}: balance_by: 'answer' balances metadata.expected_answer classes, "
                          f"which only rule-based math scoring requires; use category, difficulty or dataset")
+    rc = config.reward_config
+    if config.method == "self_rewarding" and (rc.type, rc.rule_type) != ("rule_based", "ifeval"):
+        raise InputError(f"{where}: method: self_rewarding needs reward_config {{type: rule_based, rule_type: ifeval}} "
+                         f"(IFT rejection sampling, EFT targets and the judge's accuracy are rule-checked)")
     if config.training_method == "qlora":
         from selftrain.models import check_4bit  # imports torch: only when QLoRA asks for it
 

@@ -20,11 +20,12 @@ from selftrain.errors import InputError
 from selftrain.records import DIFFICULTIES
 
 REWARD_TYPES = ("local", "api", "script", "rule_based")
-RULE_TYPES = ("math", "code", "json", "regex")
+RULE_TYPES = ("math", "code", "json", "regex", "ifeval")
 SELECTION_STRATEGIES = ("sequential", "difficulty_curriculum", "round_robin", "random_weighted")
 FILTER_STRATEGIES = ("correct", "top_k_percent", "threshold", "best_of_n", "none")
 TRAINING_METHODS = ("lora", "full", "qlora")
-METHODS = ("star", "expert_iteration")  # one mk/<method>.mk each
+METHODS = ("star", "expert_iteration", "self_rewarding")  # one mk/<method>.mk each
+TASKS = ("arithmetic", "ifeval")  # built-in seeded tasks (selftrain/tasks/)
 # auto: the fastest measured path for this machine and stage (selftrain/generation/choose.py)
 GENERATION_BACKENDS = ("auto", "selftrain", "selftrain_int8", "hf", "llama_cpp", "openai")
 GGUF_TYPES = ("q8_0", "f16", "bf16", "f32")  # what checkpoints are exported to for llama.cpp (generation.gguf_type)
@@ -46,7 +47,8 @@ def _one_of(where: str, key: str, value: str, allowed: tuple[str, ...]) -> None:
 
 @dataclass
 class TaskConfig:
-    """The embedded arithmetic task, generated in memory from a seed."""
+    """A built-in task generated in memory from a seed: arithmetic (STaR's) or ifeval (instructions whose
+    compliance a program checks; its IFT, EFT and judge-eval splits are sized in `self_rewarding`)."""
 
     name: str = "arithmetic"
     difficulties: list[str] = field(default_factory=lambda: ["easy"])
@@ -57,7 +59,7 @@ class TaskConfig:
     def validate(self, where: str) -> None:
         for i, level in enumerate(self.difficulties):
             _one_of(where, f"task.difficulties[{i}]", level, DIFFICULTIES)
-        _one_of(where, "task.name", self.name, ("arithmetic",))
+        _one_of(where, "task.name", self.name, TASKS)
         if self.n_train < 1 or self.n_test < 1:
             raise _bad(where, "task.n_train/n_test", "must be >= 1")
 
@@ -178,11 +180,111 @@ class GenerationConfig:
             raise bad("base_url", f"{self.base_url!r} is not an http(s) URL")
 
 
+DPO_LOSSES = ("sigmoid", "cal_dpo", "dr_dpo")  # selftrain's own (selftrain/dpo_losses.py LOSSES)
+
+
+def trl_dpo_loss_types() -> tuple[str, ...]:
+    """The loss types TRL's DPOTrainer implements, read from its installed source: TRL keeps no list of
+    them to import (only the `if loss_type == "..."` branches of DPOTrainer._compute_loss and a help
+    text), and reading the file costs a millisecond where importing trl costs seconds. () without trl."""
+    import importlib.util
+    import re
+
+    spec = importlib.util.find_spec("trl")  # finds the package without importing it
+    source = Path(spec.origin).parent / "trainer" / "dpo_trainer.py" if spec and spec.origin else None
+    if source is None or not source.is_file():
+        return ()
+    return tuple(dict.fromkeys(re.findall(r'loss_type == "(\w+)"', source.read_text(encoding="utf-8"))))
+
+
+@dataclass
+class DPOSection:
+    """`dpo:` preference training (train_dpo.py) from the init model, which is also the reference (LoRA:
+    the init model with the adapter switched off). Epochs, batch and learning rate are DPO's own; the scheduler,
+    warmup, optimizer, LoRA shape, dtype and seed are the top-level training keys."""
+
+    # sigmoid (DPO) | cal_dpo | dr_dpo (selftrain/dpo_losses.py), or any loss type of TRL's DPOTrainer
+    loss_type: str = "sigmoid"
+    beta: float = 0.1  # DPO's KL strength; Cal-DPO's targets are +-1/(2 beta) nats of log-ratio
+    cal_weight: float = 1.0  # Cal-DPO's calibration weight: 1 = the paper and Cal-DPO org code (tengxiao1: 0.5)
+    dr_beta: float = 1.0  # Dr-DPO's beta': large -> DPO's mean, small -> down-weights high-loss (noisy) pairs
+    learning_rate: float = 5e-5  # a LoRA rate; the papers' 5e-7..1e-6 are for full fine-tuning
+    num_train_epochs: float = 1.0  # one pass over the round's own pairs (Cal-DPO's zephyr recipe: 1 epoch)
+    train_batch_size: int = 4  # pairs per device step (Dr-DPO aggregates over this micro-batch)
+    gradient_accumulation_steps: int = 1
+    max_length: int = 1024  # tokens of prompt + completion; longer pairs are skipped (cutting would drop the EOS)
+
+    def validate(self, where: str) -> None:
+        def bad(key: str, message: str) -> InputError:
+            return InputError(f"{where}: dpo.{key}: {message}")
+
+        allowed = DPO_LOSSES
+        if self.loss_type not in allowed:
+            allowed += tuple(t for t in trl_dpo_loss_types() if t not in allowed)
+            if self.loss_type not in allowed:
+                raise bad("loss_type", f"{self.loss_type!r} is not one of {', '.join(allowed)}")
+        for key in ("beta", "dr_beta", "learning_rate", "num_train_epochs"):
+            if getattr(self, key) <= 0:
+                raise bad(key, f"{getattr(self, key)} must be > 0")
+        if self.cal_weight < 0:
+            raise bad("cal_weight", f"{self.cal_weight} must be >= 0")
+        for key in ("train_batch_size", "gradient_accumulation_steps"):
+            if getattr(self, key) < 1:
+                raise bad(key, f"{getattr(self, key)} must be >= 1")
+        if self.max_length < 2:
+            raise bad("max_length", f"{self.max_length} must be >= 2 (a prompt token and a completion token)")
+
+
+@dataclass
+class SelfRewardingConfig:
+    """`self_rewarding:` the Self-Rewarding loop (seed 004; README "Self-Rewarding"). Iteration 1 trains
+    M1 by SFT on IFT + EFT data; iteration t >= 2 samples candidates with M_{t-1} (the top-level
+    num_generations_per_prompt, temperature, top_p; prompts: samples_per_round of the pool), has
+    M_{t-1} judge them, and trains M_t by DPO (`dpo:`) on its own preference pairs."""
+
+    # IFT: instruction -> response pairs
+    ift_file: str = ""  # prompt/response or messages JSONL; empty: the base model's replies that pass every check
+    ift_prompts: int = 200  # built-in task: prompts of the IFT split
+    ift_samples: int = 4  # replies per IFT prompt (rejection sampling with the ifeval reward)
+    # EFT: LLM-as-a-judge examples (the rubric prompt -> a justification ending with "Score: N")
+    eft_file: str = ""  # {prompt, response, score[, justification]} JSONL; empty: built from rule checks
+    eft_prompts: int = 100  # built-in task: prompts of the EFT split
+    eft_samples: int = 4  # replies per EFT prompt, each one judged by the rule checks
+    eft_max_per_score: int = 0  # cap per score 0..5 (balance); 0: the median size of the non-empty scores
+    # the judge: M_{t-1} with the additive 5-point rubric (paper: 3 samples at T 0.7, top-p 0.9)
+    judge_template: str = ""  # a file with {prompt} and {response}; empty: the paper's rubric (judging.py)
+    judge_samples: int = 3  # judgements per candidate; its score is the mean of the parsed ones
+    judge_temperature: float = 0.7
+    judge_top_p: float = 0.9
+    judge_max_new_tokens: int = 160  # "up to 100 words" of justification, then the score line
+    # pairs: highest vs lowest mean score per prompt; ties dropped and counted
+    length_control: float = 0.0  # rho in [0, 1]: shortest among near-top, longest among near-bottom (NeMo)
+    # judge accuracy against the rule-checked truth, on candidate sets M0 wrote for held-out prompts
+    judge_eval_prompts: int = 25  # built-in task: prompts of the judge-eval split (0: no judge evaluation)
+
+    def validate(self, where: str) -> None:
+        def bad(key: str, message: str) -> InputError:
+            return InputError(f"{where}: self_rewarding.{key}: {message}")
+
+        for key in ("ift_samples", "eft_samples", "judge_samples", "judge_max_new_tokens"):
+            if getattr(self, key) < 1:
+                raise bad(key, f"{getattr(self, key)} must be >= 1")
+        for key in ("ift_prompts", "eft_prompts", "eft_max_per_score", "judge_eval_prompts"):
+            if getattr(self, key) < 0:
+                raise bad(key, f"{getattr(self, key)} must be >= 0")
+        if self.judge_temperature < 0:
+            raise bad("judge_temperature", f"{self.judge_temperature} must be >= 0")
+        if not 0 < self.judge_top_p <= 1:
+            raise bad("judge_top_p", f"{self.judge_top_p} must be in (0, 1]")
+        if not 0 <= self.length_control <= 1:
+            raise bad("length_control", f"{self.length_control} must be in [0, 1]")
+
+
 @dataclass
 class Config:
     # --- seed 000 ---
     name: str = "star"
-    method: str = "star"  # the stage chain: star | expert_iteration (STaR without rationalization)
+    method: str = "star"  # the stage chain: star | expert_iteration (STaR without rationalization) | self_rewarding
     base_model_path: str = "smollm2-135m"
     reward_config: RewardConfig = field(default_factory=RewardConfig)
     datasets: list[DatasetConfig] = field(default_factory=list)  # empty: the embedded `task`
@@ -221,6 +323,8 @@ class Config:
     batch_size: int = 64  # generation rows in flight
     eval_batch_size: int = 64
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    dpo: DPOSection = field(default_factory=DPOSection)
+    self_rewarding: SelfRewardingConfig = field(default_factory=SelfRewardingConfig)
     dtype: str = "auto"  # auto | bf16 | fp32 | fp16 (GPU)
     # --- STaR ---
     rationalize: bool = True
@@ -250,6 +354,8 @@ class Config:
         self.reward_config.validate(where)
         self._validate_choices(where)
         self.generation.validate(where)
+        self.dpo.validate(where)
+        self.self_rewarding.validate(where)
         self.task.validate(where)
         for i, ds in enumerate(self.datasets):
             ds.validate(where, i)

@@ -2,7 +2,7 @@
 
 Sources: the config's `datasets` (seed 000: `path`, `name`, `difficulty`,
 `weight`), or the embedded arithmetic task when `datasets` is empty. A local
-file holds seed-000 records or GSM8K's own lines (converted here). Every
+file holds seed-000 records, or GSM8K's or IFEval's own lines (converted here). Every
 file is read and validated up front, so a bad line stops a stage before it
 writes anything. Each prompt record gets `dataset` (the source's name) and,
 when its source sets one, a default `difficulty`.
@@ -43,6 +43,7 @@ from selftrain.errors import InputError
 from selftrain.logging import log
 from selftrain.records import DIFFICULTIES, read_prompt_records, validate_prompt_record
 from selftrain.tasks.gsm8k import convert_gsm8k_record, is_gsm8k_record, load_gsm8k
+from selftrain.tasks.ifeval_format import convert_ifeval_record, is_ifeval_record
 
 
 @dataclass
@@ -52,25 +53,50 @@ class Source:
     records: list[dict]
 
 
-def _task_split(config: Config, split: str) -> list[dict]:
-    from selftrain.tasks.arithmetic import generate_split
+TASK_SPLITS = ("train", "test", "ift", "eft", "judge_eval")  # the last three: the ifeval task only
 
+
+def _task_split(config: Config, split: str) -> list[dict]:
+    """A split of the built-in task. ifeval's splits are disjoint and drawn test first, so sizing a
+    later one (IFT, EFT, the iterations' pool = train) never moves a held-out prompt."""
     t = config.task
     try:
-        train, test = generate_split(t.n_train, t.n_test, t.difficulties, t.seed)
+        if t.name == "ifeval":
+            from selftrain.tasks.instructions import generate_splits
+
+            sr = config.self_rewarding
+            sizes = {"test": t.n_test, "judge_eval": sr.judge_eval_prompts, "eft": sr.eft_prompts,
+                     "ift": sr.ift_prompts, "pool": t.n_train}
+            rows = generate_splits(sizes, t.seed)["pool" if split == "train" else split]
+        elif split in ("train", "test"):
+            from selftrain.tasks.arithmetic import generate_split
+
+            train, test = generate_split(t.n_train, t.n_test, t.difficulties, t.seed)
+            rows = train if split == "train" else test
+        else:
+            raise ValueError(f"split {split!r} exists for task ifeval only (this task is {t.name!r})")
     except ValueError as exc:
         raise InputError(f"task: {exc}") from None
-    rows = train if split == "train" else test
     return [dict(validate_prompt_record(r, f"task:{t.name}:{split}", i), dataset=t.name)
             for i, r in enumerate(rows, 1)]
 
 
+def load_task_split(config: Config, split: str) -> list[dict]:
+    """One split of the built-in task (`TASK_SPLITS`), validated, whatever `datasets` says."""
+    if split not in TASK_SPLITS:
+        raise InputError(f"task split {split!r}: expected one of {', '.join(TASK_SPLITS)}")
+    return _task_split(config, split)
+
+
 def read_prompt_file(path: str | Path, *, required: tuple[str, ...] = (), id_prefix: str | None = None) -> list[dict]:
     """A local prompt file, validated: seed-000 records, and GSM8K's own lines
-    ({question, answer: "... #### 72"}) converted to them, mixed freely."""
+    ({question, answer: "... #### 72"}) and IFEval's ({key, prompt, instruction_id_list,
+    kwargs}) converted to them, mixed freely."""
     stem = Path(path).stem
 
     def convert(obj: dict, lineno: int) -> dict:
+        if is_ifeval_record(obj):
+            return convert_ifeval_record(obj, lineno)
         return convert_gsm8k_record(obj, lineno, stem) if is_gsm8k_record(obj) else obj
 
     return read_prompt_records(path, required=required, id_prefix=id_prefix, convert=convert)
@@ -93,7 +119,8 @@ def required_metadata(config: Config) -> tuple[str, ...]:
     if rc.type != "rule_based":
         return ()
     return {"math": ("expected_answer",), "code": ("test_cases",),
-            "regex": () if rc.regex_pattern else ("regex_pattern",)}.get(rc.rule_type, ())
+            "regex": () if rc.regex_pattern else ("regex_pattern",),
+            "ifeval": ("instruction_id_list", "kwargs")}.get(rc.rule_type, ())
 
 
 def needs_expected_answer(config: Config) -> bool:

@@ -133,7 +133,9 @@ def _check_test_cases(cases, path, lineno) -> None:
 # What each reward needs in a record's metadata, and why (checked before anything is generated).
 REQUIRED_BECAUSE = {"expected_answer": "rule-based math scoring needs it",
                     "test_cases": "rule-based code scoring needs it",
-                    "regex_pattern": "rule-based regex scoring needs it (or reward_config.regex_pattern)"}
+                    "regex_pattern": "rule-based regex scoring needs it (or reward_config.regex_pattern)",
+                    "instruction_id_list": "rule-based ifeval scoring needs it",
+                    "kwargs": "rule-based ifeval scoring needs it (one object per instruction)"}
 
 
 def read_prompt_records(path: str | Path, *, need_answer: bool = False, required: tuple[str, ...] = (),

@@ -26,8 +26,9 @@ LAYERS = [
     ["selftrain", "selftrain.errors", "selftrain.logging", "selftrain.memory"],  # "selftrain": the (empty) package __init__
     ["selftrain.records", "selftrain.answers", "selftrain.sandbox"],
     ["selftrain.config"],
-    ["selftrain.http", "selftrain.prompts", "selftrain.data", "selftrain.tasks.*", "selftrain.rewards.*",
-     "selftrain.models", "selftrain.metrics", "selftrain.generation.*", "selftrain.runs", "selftrain.checks"],
+    ["selftrain.http", "selftrain.prompts", "selftrain.ifeval_checks", "selftrain.data", "selftrain.tasks.*", "selftrain.rewards.*",
+     "selftrain.models", "selftrain.metrics", "selftrain.judging", "selftrain.generation.*", "selftrain.runs", "selftrain.checks",
+     "selftrain.training", "selftrain.dpo_losses", "selftrain.self_rewarding"],
     ["selftrain.cli", "selftrain.report"],
     ["selftrain.stages.*"],
     ["selftrain.experiments.*"],

@@ -15,7 +15,8 @@ result has at least:
                   JSON); False is reported apart from "wrong"
 
 plus type-specific fields (`predicted`, `tests_passed`, `reward_error`, ...).
-`reward.verifiable` says whether `is_correct` is meaningful (the `correct`
+A reward class may offer `summarize(scored records) -> dict`: summary figures of its own
+that evaluate.py adds (IFEval's four accuracies). `reward.verifiable` says whether `is_correct` is meaningful (the `correct`
 filter and rationalization need it). A reward class may also have
 `check_record(record) -> str | None`, what makes a record unscorable (e.g.
 "metadata.expected_answer: missing"); the judge asks it for every sample before
@@ -36,6 +37,7 @@ REGISTRY = {
     ("rule_based", "code"): "selftrain.rewards.code:CodeReward",
     ("rule_based", "json"): "selftrain.rewards.json_format:JsonReward",
     ("rule_based", "regex"): "selftrain.rewards.regex:RegexReward",
+    ("rule_based", "ifeval"): "selftrain.rewards.ifeval:IFEvalReward",
     ("local", None): "selftrain.rewards.local:LocalReward",
     ("api", None): "selftrain.rewards.api:ApiReward",
     ("script", None): "selftrain.rewards.script:ScriptReward",

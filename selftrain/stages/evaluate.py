@@ -65,9 +65,12 @@ def evaluate_with(backend, tokenizer, config, records: list[dict], spec: PromptS
                         "expected": r["metadata"].get("expected_answer"),
                         "response": c.text, "finish_reason": c.finish_reason, "num_tokens": c.num_tokens,
                         "metadata": r["metadata"]})
-    for out, result in zip(outputs, get_reward(config).score(outputs)):
+    reward = get_reward(config)
+    for out, result in zip(outputs, reward.score(outputs)):
         out.update(result)
     summary = summarize(outputs, backend.stats.since(before).as_dict())
+    if hasattr(reward, "summarize"):
+        summary.update(reward.summarize(outputs))
     summary["backend"] = described(backend)
     for out in outputs:  # keep the results file readable: the category stays, the rest of metadata goes
         out["category"] = out.pop("metadata").get("category")

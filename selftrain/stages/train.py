@@ -13,22 +13,20 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
-import os
-import shutil
 import time
 from pathlib import Path
 
 import torch
 
+from selftrain import training
 from selftrain.cli import base_parser, resolve_config, run
 from selftrain.config import Config
 from selftrain.errors import InputError
 from selftrain.logging import log
-from selftrain.models import default_device, from_pretrained, parse_dtype
+from selftrain.models import from_pretrained
 from selftrain.prompts import PromptSpec, encode_example
 from selftrain.records import iter_jsonl
-from selftrain.runs import Stage, StageOutput, finished_output, model_dir, peak_rss_gib
+from selftrain.runs import Stage, StageOutput, finished_output, model_dir
 
 FLAGS = {"epochs": "num_train_epochs", "batch_size": "train_batch_size", "lr": "learning_rate",
          "base_model": "base_model_path", "init": "init", "training_method": "training_method"}
@@ -36,7 +34,10 @@ FLAGS = {"epochs": "num_train_epochs", "batch_size": "train_batch_size", "lr": "
 
 def parser():
     p = base_parser(__doc__)
-    p.add_argument("--train_file", help="training JSONL (default: data/star_iter{N}_train.jsonl)")
+    p.add_argument("--train_file", help="training JSONL, or several separated by commas "
+                                        "(default: data/star_iter{N}_train.jsonl)")
+    p.add_argument("--train_stages", default="train", help="in a run: the finished stages of iteration N whose "
+                                                           "outputs are trained on, e.g. ift,eft (default: train)")
     p.add_argument("--base_model", help="model M_0 (config: base_model_path; default smollm2-135m)")
     p.add_argument("--output_dir", help="checkpoint folder (default: results/model_star_iter{N})")
     p.add_argument("--epochs", type=float, help="config: num_train_epochs")
@@ -48,19 +49,26 @@ def parser():
 
 
 def read_train_file(path) -> tuple[list[dict], PromptSpec]:
+    return read_train_files([path])
+
+
+def read_train_files(paths) -> tuple[list[dict], PromptSpec]:
+    """The examples of one or more training files (e.g. Self-Rewarding's IFT + EFT), one prompt format."""
     rows, specs = [], set()
-    for lineno, obj in iter_jsonl(path):
-        for key in ("prompt_text", "response"):
-            if not isinstance(obj.get(key), str):
-                raise InputError(f"{path}:{lineno}: {key}: missing or not a string (is this a selected training file?)")
-        if not isinstance(obj.get("prompt_spec"), dict):
-            raise InputError(f"{path}:{lineno}: prompt_spec: missing")
-        specs.add(json.dumps(obj["prompt_spec"], sort_keys=True))
-        rows.append(obj)
+    for path in paths:
+        for lineno, obj in iter_jsonl(path):
+            for key in ("prompt_text", "response"):
+                if not isinstance(obj.get(key), str):
+                    raise InputError(f"{path}:{lineno}: {key}: missing or not a string (is this a selected training file?)")
+            if not isinstance(obj.get("prompt_spec"), dict):
+                raise InputError(f"{path}:{lineno}: prompt_spec: missing")
+            specs.add(json.dumps(obj["prompt_spec"], sort_keys=True))
+            rows.append(obj)
+    where = ", ".join(map(str, paths))
     if not rows:
-        raise InputError(f"{path}: no training examples (no sample was correct and no rationale was kept)")
+        raise InputError(f"{where}: no training examples (no sample was correct and no rationale was kept)")
     if len(specs) > 1:
-        raise InputError(f"{path}: examples were rendered with {len(specs)} different prompt specs; "
+        raise InputError(f"{where}: examples were rendered with {len(specs)} different prompt specs; "
                          f"train on one prompt format at a time")
     return rows, PromptSpec(**json.loads(specs.pop()))
 
@@ -138,84 +146,36 @@ def _lean_trainer_class(completions_only: bool):
     return LeanSFTTrainer
 
 
-def _merged(peft_model, adapter_dir: Path, init_model: str, method: str):
-    """The full-precision model with the adapter folded in (what generation and evaluation load).
-
-    A 4-bit base cannot take the merge without rounding the update away, so
-    for QLoRA the adapter goes onto a fresh full-precision copy of the base.
-    """
-    if method != "qlora":
-        return peft_model.merge_and_unload()
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    base = from_pretrained(AutoModelForCausalLM, init_model, dtype=torch.float32)
-    return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-
-
 def train(config: Config, train_file, output_dir, init_model: str, *,
           lm_head_on_completions_only: bool = True) -> dict | None:
     """Train and save; under `accelerate launch` every process trains, the main one saves and returns
     the metrics, the others return None. `lm_head_on_completions_only`: `completion_positions_only`
     (False only for bench/bench_training.py's comparison; a model whose forward takes no
     `logits_to_keep` runs the head on every position, and the log says so)."""
-    from accelerate import PartialState
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
     from trl import SFTConfig
 
-    device = default_device()
-    # one process unless started by accelerate launch / torchrun; on CPU the processes talk through gloo
-    state = PartialState(cpu=device.type == "cpu")
-    if state.num_processes == 1 and os.environ.get("ACCELERATE_USE_CPU") and "WORLD_SIZE" not in os.environ:
-        log("note: accelerate launch started a single process; on CPU it starts several only with --multi_gpu "
-            "(its torchrun launcher), e.g. accelerate launch --multi_gpu --num_processes 2 train.py ...")
-    rows, spec = read_train_file(train_file)
+    state = training.process_state()
+    training.no_hub_telemetry()
+    files = train_file if isinstance(train_file, (list, tuple)) else [train_file]
+    rows, spec = read_train_files(files)
     tokenizer = from_pretrained(AutoTokenizer, init_model)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     dataset, too_long = build_dataset(tokenizer, rows, spec, config.max_seq_length)
-    precision = parse_dtype(config.dtype, device)  # auto: bf16 where the hardware has it; fp32 trains in fp32
-    use_bf16 = precision == torch.bfloat16
-    if config.training_method == "qlora":
-        from peft import prepare_model_for_kbit_training
-
-        from selftrain.models import quantization_config_4bit
-
-        quantization = quantization_config_4bit(torch.bfloat16 if use_bf16 else torch.float32)
-        model = from_pretrained(AutoModelForCausalLM, init_model, dtype=torch.float32,
-                                quantization_config=quantization, device_map={"": state.local_process_index}
-                                if device.type == "cuda" else {"": "cpu"})
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-        quantized = sum(type(m).__name__ == "Linear4bit" for m in model.modules())
-        log(f"qlora: {quantized} linear layers in 4-bit NF4")
-    else:
-        model = from_pretrained(AutoModelForCausalLM, init_model, dtype=torch.float32)
-        quantized = 0
-    peft_config = None
-    if config.training_method in ("lora", "qlora"):
-        target = config.lora_target_modules
-        peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                                 target_modules=target if target == "all-linear" else target.split(","),
-                                 task_type="CAUSAL_LM")
+    precision = training.precision(config)
+    model, quantized = training.load_trainable_model(config, init_model, state, precision)
+    peft_config = training.lora_config(config)
     output_dir = Path(output_dir)
-    work = output_dir.with_name(output_dir.name + ".partial")
-    if state.is_main_process:
-        shutil.rmtree(work, ignore_errors=True)
-    state.wait_for_everyone()
+    work = training.work_dir(output_dir, state)
     args = SFTConfig(
-        output_dir=str(work / "trainer"), num_train_epochs=config.num_train_epochs,
-        per_device_train_batch_size=config.train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps, learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler_type, warmup_steps=config.warmup_ratio,  # < 1: a ratio
-        weight_decay=config.weight_decay, optim=config.optim, logging_steps=config.logging_steps, save_strategy="no",
-        report_to="none", seed=config.seed, bf16=use_bf16, fp16=precision == torch.float16,
-        use_cpu=device.type == "cpu",
-        gradient_checkpointing=False,  # TRL turns it on by default: pure slowdown for small models
+        **training.trainer_arguments(config, work, precision, epochs=config.num_train_epochs,
+                                     batch_size=config.train_batch_size,
+                                     accumulation=config.gradient_accumulation_steps,
+                                     learning_rate=config.learning_rate),
         # build_dataset already skipped examples over max_seq_length; TRL refuses max_length with padding_free
         max_length=None if config.padding_free else config.max_seq_length, padding_free=config.padding_free,
         train_sampling_strategy="group_by_length",
-        dataloader_num_workers=0, disable_tqdm=False,
     )
     if lm_head_on_completions_only and "logits_to_keep" not in inspect.signature(model.forward).parameters:
         log(f"note: {type(model).__name__}.forward takes no logits_to_keep; the LM head runs on every position")
@@ -224,40 +184,25 @@ def train(config: Config, train_file, output_dir, init_model: str, *,
                          peft_config=peft_config)
     world = state.num_processes
     log(f"training on {len(dataset)} examples ({too_long} over max_seq_length skipped), "
-        f"{config.training_method}, bf16={use_bf16}, from {init_model}, {world} process(es), global batch "
-        f"{config.train_batch_size} x {config.gradient_accumulation_steps} x {world}")
+        f"{config.training_method}, bf16={precision == torch.bfloat16}, from {init_model}, {world} process(es), "
+        f"global batch {config.train_batch_size} x {config.gradient_accumulation_steps} x {world}")
     started = time.perf_counter()
     result = trainer.train()
     seconds = time.perf_counter() - started
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]  # averaged over processes
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
-    trained = trainer.model
-    if peft_config is not None:
-        trained.save_pretrained(work / "adapter")
-        trained = _merged(trained, work / "adapter", init_model, config.training_method)
-    trained.save_pretrained(work, safe_serialization=True)
-    tokenizer.save_pretrained(work)
-    shutil.rmtree(work / "trainer", ignore_errors=True)
     tokens = sum(len(x) for x in dataset["input_ids"]) * config.num_train_epochs
     metrics = {
-        "train_examples": len(dataset), "skipped_too_long": too_long, "train_loss": round(result.training_loss, 4),
-        "first_loss": round(losses[0], 4) if losses else None, "last_loss": round(losses[-1], 4) if losses else None,
-        "steps": trainer.state.global_step, "seconds": round(seconds, 1),
+        "train_examples": len(dataset), "skipped_too_long": too_long,
+        **training.common_metrics(config, result, trainer, seconds, quantized=quantized, processes=world,
+                                  batch_size=config.train_batch_size,
+                                  accumulation=config.gradient_accumulation_steps),
         "trained_tokens_per_s": round(tokens / seconds, 1) if seconds else None,
-        "loss_history": [round(x, 4) for x in losses], "peak_rss_gib": peak_rss_gib(),
-        "training_method": config.training_method, "quantized_4bit_layers": quantized,
-        "processes": world, "global_batch": config.train_batch_size * config.gradient_accumulation_steps * world,
     }
-    if not math.isfinite(result.training_loss):
-        raise RuntimeError(f"training diverged (loss {result.training_loss}); lower the learning rate")
-    (work / "selftrain_config.json").write_text(json.dumps(
-        {"prompt_spec": spec.to_dict(), "init_model": init_model, "train_file": str(train_file),
-         "metrics": metrics, "config": config.to_dict()}, indent=2) + "\n")
-    if output_dir.exists():
-        shutil.rmtree(output_dir)
-    work.rename(output_dir)  # the checkpoint appears whole or not at all
+    training.check_finite(result.training_loss)
+    training.save_checkpoint(trainer, tokenizer, work, output_dir, config=config, init_model=init_model, record={
+        "prompt_spec": spec.to_dict(), "init_model": init_model, "train_file": ",".join(map(str, files)), "metrics": metrics})
     log(f"saved {output_dir} (loss {metrics['first_loss']} -> {metrics['last_loss']}, {seconds:.0f}s)")
     return metrics
 
@@ -269,22 +214,22 @@ def main(argv=None):
     if n < 1:
         raise InputError(f"--iteration {n}: training starts at iteration 1 (iteration 0 is the base model)")
     if args.train_file:
-        train_file = Path(args.train_file)
+        train_files = [Path(f) for f in args.train_file.split(",") if f]
     elif args.run_dir:
-        train_file = finished_output(args.run_dir, n, "train")
+        train_files = [finished_output(args.run_dir, n, stage) for stage in args.train_stages.split(",") if stage]
     else:
-        train_file = Path(f"data/star_iter{n}_train.jsonl")
+        train_files = [Path(f"data/star_iter{n}_train.jsonl")]
     output_dir = Path(args.output_dir) if args.output_dir else model_dir(args.run_dir, n)
     marker = output_dir.parent / "model.done" if args.run_dir and not args.output_dir else None
     out = StageOutput(output_dir, marker)
-    if Stage("model", {"train": train_file}, out).done():
+    if Stage("model", {"train": train_files[0]}, out).done():
         return
     init_model = config.base_model_path
     if config.init == "previous" and n > 1:
         init_model = str(model_dir(args.run_dir, n - 1))
-    metrics = train(config, train_file, output_dir, init_model)
+    metrics = train(config, train_files, output_dir, init_model)
     if marker is not None and metrics is not None:  # the main process writes the marker
-        out.finish(config, metrics, {"init_model": init_model, "train_file": str(train_file)})
+        out.finish(config, metrics, {"init_model": init_model, "train_file": ",".join(map(str, train_files))})
 
 
 if __name__ == "__main__":

@@ -1,0 +1,119 @@
+"""What the Self-Rewarding stages share (seed 004; Yuan et al. 2024): the rule-checked truth score
+of a reply, the justification an EFT target gives, and the judge's requests and scores.
+
+Truth (`truth_score`): the paper's judge adds one point per criterion of its 5-point rubric. Here the
+points come from checks a program can make, so that EFT targets are right by construction and the
+judge's accuracy can be measured against them:
+
+    +1  the reply is complete: not empty and not cut off at max_new_tokens
+    +1  it is on topic: it names the prompt's topic (metadata.topic), or, for prompts without
+        one, it has at least 5 words
+    +3 * (instructions followed / instructions), rounded down: IFEval's strict check of each one
+
+so a reply that follows every instruction scores 5 only when it is also complete and on topic, and
+one that follows half of two instructions gets one of the three instruction points. The scores are
+used for EFT targets and for metrics (judge accuracy, pair precision), never to choose pairs: the
+pairs come from the model's own judgements.
+
+Judging (`judge_jobs`, `candidate_scores`): each candidate is judged `judge_samples` times with the
+rubric prompt (judging.py) rendered by the one prompt builder as a user turn; job ids are
+`<candidate id>@<k>`. A candidate's score is the mean of its parsed scores; judgements without a
+parsable score are counted and left out, never scored 0.
+"""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+from selftrain.errors import InputError
+from selftrain.generation.base import SamplingParams
+from selftrain.judging import aggregate, load_template, parse_score, render_judge_prompt
+from selftrain.prompts import PromptSpec, build_messages, render_prompt
+from selftrain.rewards import question_of
+
+MIN_WORDS = 5  # "on topic" for prompts without a topic: a substantive reply
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def on_topic(record: dict) -> bool:
+    topic = (record.get("metadata") or {}).get("topic")
+    words = set(_words(record["response"]))
+    if topic:
+        content = [w for w in _words(topic) if len(w) > 2] or _words(topic)
+        return any(w in words or w.rstrip("s") in words or w + "s" in words for w in content)
+    return len(_words(record["response"])) >= MIN_WORDS
+
+
+def truth_score(record: dict) -> int:
+    """The rule-checked score 0..5 of a judged record (it carries `ifeval_strict` from the ifeval reward)."""
+    followed = record.get("ifeval_strict")
+    if not isinstance(followed, list) or not followed:
+        raise InputError(f"record {record.get('id')}: ifeval_strict: missing (judge it with the ifeval reward first)")
+    complete = bool(record["response"].strip()) and record.get("finish_reason") != "length"
+    if not record["response"].strip():
+        return 0
+    return int(complete) + int(on_topic(record)) + (3 * sum(map(bool, followed))) // len(followed)
+
+
+def justification(record: dict) -> str:
+    """The EFT target for a judged record: the checks, one line each, then `Score: N` (the truth)."""
+    from selftrain.tasks.instructions import describe
+
+    metadata = record.get("metadata") or {}
+    if not record["response"].strip():
+        lines = ["The response is empty."]
+    else:
+        complete = record.get("finish_reason") != "length"
+        lines = ["The response is complete." if complete else "The response is cut off before it ends."]
+        topic = metadata.get("topic")
+        if topic:
+            lines.append(f"It is about {topic}." if on_topic(record) else f"It does not talk about {topic}.")
+        else:
+            lines.append("It answers the question." if on_topic(record) else "It is too short to answer.")
+        for instruction, kwargs, ok in zip(metadata["instruction_id_list"], metadata["kwargs"],
+                                           record["ifeval_strict"]):
+            lines.append(f"- {describe(instruction, kwargs)}: {'followed' if ok else 'not followed'}")
+    return "\n".join(lines + [f"Score: {truth_score(record)}"])
+
+
+def judge_params(config) -> SamplingParams:
+    sr = config.self_rewarding
+    return SamplingParams(sr.judge_temperature, sr.judge_top_p, 0, sr.judge_max_new_tokens)
+
+
+def judge_prompt_record(template: str, record: dict) -> dict:
+    """The judge's question about one reply, as a prompt record for the one prompt builder."""
+    return {"prompt": render_judge_prompt(template, question_of(record), record["response"])}
+
+
+def judge_jobs(config, tokenizer, candidates: list[dict], judge_model: str, iteration: int) -> list[dict]:
+    """`judge_samples` judge requests per candidate (run_jobs' job shape)."""
+    template = load_template(config.self_rewarding.judge_template)
+    spec = PromptSpec.from_config(config)
+    jobs = []
+    for candidate in candidates:
+        question = judge_prompt_record(template, candidate)
+        prompt_text = render_prompt(tokenizer, question, spec)
+        messages = build_messages(question, spec)
+        for k in range(config.self_rewarding.judge_samples):
+            jobs.append({"id": f"{candidate['id']}@{k}", "candidate_id": candidate["id"],
+                         "prompt_id": candidate.get("prompt_id", candidate["id"]), "judge_idx": k,
+                         "iteration": iteration, "judge": judge_model, "prompt_text": prompt_text,
+                         "_messages": messages})
+    return jobs
+
+
+def candidate_scores(candidates: list[dict], judgements: list[dict], where: str) -> dict[str, dict]:
+    """Per candidate id: `aggregate` of its parsed judgements (mean score or None, and the counts).
+    Every candidate must have been judged: a missing one means the judging stage did not finish."""
+    parsed = defaultdict(list)
+    for j in judgements:
+        parsed[j["candidate_id"]].append(parse_score(j["response"]))
+    missing = [c["id"] for c in candidates if c["id"] not in parsed]
+    if missing:
+        raise InputError(f"{where}: no judgement for {len(missing)} candidates (e.g. {missing[0]}): "
+                         f"finish the judging stage first")
+    return {c["id"]: aggregate(parsed[c["id"]]) for c in candidates}

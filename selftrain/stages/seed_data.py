@@ -1,0 +1,245 @@
+"""ift_data.py and eft_data.py: the seed data M1 is trained on (Self-Rewarding, paper §3.1.1).
+
+IFT (instruction fine-tuning) examples are instruction -> response pairs; EFT (evaluation
+fine-tuning) examples are LLM-as-a-judge examples: the rubric prompt about one reply -> a short
+justification ending with `Score: N`. Both are written in train.py's format (`prompt_text` rendered
+by the one prompt builder, `response`, `prompt_spec`), so M1 = train.py on both files.
+
+From a file (`self_rewarding.ift_file` / `eft_file`, or --data_path):
+  IFT  JSONL or a JSON list of {prompt, response}, {messages: [..., {role: assistant}]} or ShareGPT's
+       {conversations: [{from: human, value}, {from: gpt, value}]} (the seed's data/seed.json)
+  EFT  {prompt, response, score (integer 0..5)[, justification]}; without a justification the target
+       is `Score: N` alone (AutoAlign's EFT targets)
+Offline default, from the built-in ifeval task and the model being trained (M0), each step resumable
+and with its own marker:
+  <x>_samples  `<x>_samples` replies per prompt of the task's IFT / EFT split (sampled)
+  <x>_judged   every reply checked with the ifeval reward (lm-eval's IFEval checkers)
+  <x>          IFT: the replies that follow every instruction (rejection sampling; at most
+               max_per_prompt per prompt, duplicates and cut-off replies dropped)
+               EFT: every reply's rubric prompt -> the justification of its rule-checked score
+               (self_rewarding.truth_score), balanced over the scores 0..5
+This EFT differs from the paper's, which keeps M_SFT's own judgements when their ranking agrees with
+human rankings: here the targets are right by construction (README "Self-Rewarding").
+
+  python ift_data.py --run_dir results/self_rewarding --iteration 1
+  python eft_data.py --data_path data/eft.jsonl --output data/eft.train.jsonl
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from selftrain.config import Config
+from selftrain.errors import InputError
+from selftrain.logging import log
+from selftrain.prompts import PromptSpec, render_prompt
+from selftrain.records import iter_jsonl, read_jsonl, write_jsonl_atomic
+from selftrain.runs import StageOutput, generator_for, stage_output
+from selftrain.self_rewarding import judge_prompt_record, justification, truth_score
+
+SCORES = range(6)
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+
+
+def read_records(path) -> list[tuple[int, dict]]:
+    """(line or item number, object) of a JSONL file or a JSON file holding a list of objects."""
+    path = Path(path)
+    if path.suffix != ".json":
+        return list(iter_jsonl(path))
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
+        raise InputError(f"{path}: expected a JSON list of objects")
+    return list(enumerate(data, 1))
+
+
+def ift_pair(obj: dict, where: str) -> tuple[dict, str]:
+    """(prompt record for the prompt builder, response) of one IFT example in any accepted shape."""
+    if "conversations" in obj:
+        turns = obj["conversations"]
+        if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
+            raise InputError(f"{where}: conversations: expected a list of {{from, value}}")
+        try:
+            obj = {"messages": [{"role": SHAREGPT_ROLES[t.get("from")], "content": t.get("value")} for t in turns]}
+        except KeyError:
+            raise InputError(f"{where}: conversations: 'from' must be one of {', '.join(SHAREGPT_ROLES)}") from None
+    if "messages" in obj:
+        messages = obj["messages"]
+        if not isinstance(messages, list) or len(messages) < 2 or not isinstance(messages[-1], dict) \
+                or messages[-1].get("role") != "assistant":
+            raise InputError(f"{where}: messages: the last message must be the assistant's response")
+        response = messages[-1].get("content")
+        prompt = {"messages": messages[:-1]}
+    else:
+        if not isinstance(obj.get("prompt"), str) or not obj["prompt"].strip():
+            raise InputError(f"{where}: prompt: missing or empty (expected prompt/response, messages or conversations)")
+        response, prompt = obj.get("response"), {"prompt": obj["prompt"]}
+    if not isinstance(response, str) or not response.strip():
+        raise InputError(f"{where}: response: missing or empty")
+    return prompt, response
+
+
+def eft_example(obj: dict, where: str) -> tuple[dict, str]:
+    """(candidate record to judge, target text) of one EFT example."""
+    for key in ("prompt", "response"):
+        if not isinstance(obj.get(key), str) or not obj[key].strip():
+            raise InputError(f"{where}: {key}: missing or empty")
+    score = obj.get("score")
+    if isinstance(score, float) and score.is_integer():
+        score = int(score)
+    if isinstance(score, bool) or not isinstance(score, int) or score not in SCORES:
+        raise InputError(f"{where}: score: {'missing' if score is None else repr(score)} (an integer 0..5 is needed)")
+    note = obj.get("justification", "")
+    if not isinstance(note, str):
+        raise InputError(f"{where}: justification: expected a string")
+    return {"prompt": obj["prompt"], "response": obj["response"]}, (note.strip() + "\n" if note.strip() else "") + f"Score: {score}"
+
+
+def train_row(tokenizer, spec: PromptSpec, record_id: str, prompt: dict, response: str, **extra) -> dict:
+    return {"id": record_id, "prompt_id": record_id, "prompt_text": render_prompt(tokenizer, prompt, spec),
+            "response": response, **extra, "prompt_spec": spec.to_dict()}
+
+
+def from_file(config: Config, kind: str, path, model_name: str, output_path) -> dict:
+    """An IFT or EFT file in train.py's format; every line checked before anything is written."""
+    from selftrain.judging import load_template
+    from selftrain.models import load_tokenizer
+
+    spec = PromptSpec.from_config(config)
+    items = []
+    for lineno, obj in read_records(path):
+        where = f"{path}:{lineno}"
+        items.append((lineno, ift_pair(obj, where) if kind == "ift" else eft_example(obj, where)))
+    if not items:
+        raise InputError(f"{path}: file is empty (no examples)")
+    tokenizer, template = load_tokenizer(model_name), load_template(config.self_rewarding.judge_template)
+    stem = Path(path).stem
+    rows = []
+    for lineno, (prompt, target) in items:
+        if kind == "eft":
+            prompt = judge_prompt_record(template, prompt)
+        rows.append(train_row(tokenizer, spec, f"{kind}-{stem}-{lineno:06d}", prompt, target, source=str(path)))
+    write_jsonl_atomic(output_path, rows)
+    log(f"{kind}: {len(rows)} examples from {path} -> {output_path}")
+    return {"train_examples": len(rows), "source": str(path)}
+
+
+def balanced_eft(config: Config, judged: list[dict], tokenizer) -> tuple[list[dict], dict]:
+    """Every judged reply as an EFT example, each score 0..5 capped (`eft_max_per_score`, default the
+    median size of the non-empty scores), replies chosen by a seeded shuffle."""
+    from selftrain.judging import load_template
+
+    template = load_template(config.self_rewarding.judge_template)
+    by_score = defaultdict(list)
+    for record in judged:
+        by_score[truth_score(record)].append(record)
+    sizes = [len(rows) for rows in by_score.values()]
+    cap = config.self_rewarding.eft_max_per_score or int(statistics.median(sizes))
+    spec, rows = PromptSpec.from_config(config), []
+    for score in sorted(by_score):
+        chosen = list(by_score[score])
+        random.Random(f"{config.seed}:eft:{score}").shuffle(chosen)
+        for record in sorted(chosen[:cap], key=lambda r: r["id"]):
+            rows.append(train_row(tokenizer, spec, record["id"], judge_prompt_record(template, record),
+                                  justification(record), metadata={"true_score": score}))
+    before = {str(s): len(by_score.get(s, [])) for s in SCORES}
+    after = {str(s): min(len(by_score.get(s, [])), cap) for s in SCORES}
+    return rows, {"train_examples": len(rows), "per_score_before": before, "per_score": after, "cap": cap}
+
+
+def _outputs(args, kind: str) -> dict[str, StageOutput]:
+    """Where each step writes: the run layout (<kind>_samples, <kind>_judged, <kind>), or beside --output."""
+    names = {"generate": f"{kind}_samples", "judge": f"{kind}_judged", "build": kind}
+    if args.run_dir and not args.output:
+        return {step: stage_output(name, explicit=None, run_dir=args.run_dir, iteration=args.iteration, default="")
+                for step, name in names.items()}
+    final = Path(args.output or f"data/{kind}_iter{args.iteration}.jsonl")
+    stem = final.with_suffix("")
+    return {"generate": StageOutput(Path(f"{stem}.samples.jsonl"), None),
+            "judge": StageOutput(Path(f"{stem}.judged.jsonl"), None), "build": StageOutput(final, None)}
+
+
+def sampled_and_judged(args, config: Config, kind: str, model_name: str, outputs: dict[str, StageOutput]) -> Path:
+    """The `generate` and `judge` steps on the task's `kind` split; the judged file."""
+    from selftrain.data import load_task_split
+    from selftrain.generation.jobs import open_backend
+    from selftrain.stages.generate import generate_samples
+    from selftrain.stages.judge import judge_file
+
+    samples, judged = outputs["generate"], outputs["judge"]
+    if not samples.is_done():
+        prompts = load_task_split(config, kind)
+        n = getattr(config.self_rewarding, f"{kind}_samples")
+        sampling = dataclasses.replace(config, num_generations_per_prompt=n)
+        backend, tokenizer = open_backend(config, model_name, PromptSpec.from_config(config),
+                                          batch_size=config.batch_size, role="sample")
+        with backend:
+            metrics = generate_samples(sampling, model_name, prompts, samples.path, args.iteration, backend, tokenizer)
+        samples.finish(config, metrics, {"model": model_name, "split": kind})
+    if not judged.is_done():
+        judged.finish(config, judge_file(config, samples.path, judged.path, aside=judged.marker is None),
+                      {"input": str(samples.path)})
+    return judged.path
+
+
+def build(config: Config, kind: str, model_name: str, judged_path: Path, out: StageOutput) -> dict:
+    from selftrain.models import load_tokenizer
+    from selftrain.stages.select import write_training_set
+
+    if kind == "ift":
+        keep_passing = dataclasses.replace(config, filter_strategy="correct", balance_by="")
+        return write_training_set(keep_passing, judged_path, None, out.path)
+    rows, metrics = balanced_eft(config, read_jsonl(judged_path), load_tokenizer(model_name))
+    write_jsonl_atomic(out.path, rows)
+    log(f"eft: {metrics}")
+    return metrics
+
+
+def parser(kind: str):
+    from selftrain.cli import base_parser
+
+    p = base_parser(__doc__)
+    p.add_argument("--data_path", help=f"an {kind.upper()} file (config: self_rewarding.{kind}_file; "
+                                       f"empty: built from the base model and the ifeval task)")
+    p.add_argument("--model_name", help="the model that writes the replies and whose tokenizer renders the "
+                                        "prompts (default: the base model)")
+    p.add_argument("--output", help=f"{kind.upper()} training file (default in a run: iter_NN/{kind}_<ts>.jsonl)")
+    return p
+
+
+def main_for(kind: str, argv=None):
+    from selftrain.cli import resolve_config
+
+    args = parser(kind).parse_args(argv)
+    config = resolve_config(args, {"data_path": f"self_rewarding.{kind}_file"})
+    outputs = _outputs(args, kind)
+    out = outputs["build"]
+    if out.is_done():
+        log(f"{kind}: {out.marker} exists; nothing to do")
+        return
+    model_name = args.model_name or generator_for(config, args.run_dir, args.iteration)
+    path = getattr(config.self_rewarding, f"{kind}_file")
+    if path:
+        out.finish(config, from_file(config, kind, path, model_name, out.path), {"model": model_name})
+        return
+    if config.task.name != "ifeval":
+        raise InputError(f"config: self_rewarding.{kind}_file: needed: the built-in {kind.upper()} prompts come "
+                         f"from task ifeval (task.name is {config.task.name!r})")
+    judged = sampled_and_judged(args, config, kind, model_name, outputs)
+    out.finish(config, build(config, kind, model_name, judged, out), {"model": model_name, "input": str(judged)})
+
+
+def main_ift(argv=None):
+    main_for("ift", argv)
+
+
+def main_eft(argv=None):
+    main_for("eft", argv)
