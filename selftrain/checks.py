@@ -10,6 +10,7 @@ from __future__ import annotations
 from selftrain.config import Config
 from selftrain.data import needs_expected_answer
 from selftrain.errors import InputError
+from selftrain.judging import load_template
 from selftrain.rewards import is_verifiable
 
 
@@ -26,6 +27,8 @@ def check_runnable(config: Config, where: str = "config") -> None:
     if config.method == "self_rewarding" and (rc.type, rc.rule_type) != ("rule_based", "ifeval"):
         raise InputError(f"{where}: method: self_rewarding needs reward_config {{type: rule_based, rule_type: ifeval}} "
                          f"(IFT rejection sampling, EFT targets and the judge's accuracy are rule-checked)")
+    if config.self_rewarding.judge_template:
+        load_template(config.self_rewarding.judge_template)  # a missing file or placeholder, before any work
     if config.training_method == "qlora":
         from selftrain.models import check_4bit  # imports torch: only when QLoRA asks for it
 

@@ -57,8 +57,46 @@ def collect(run_dir: Path) -> list[dict]:
             "loss_history": m["model"].get("loss_history", []),
             "eval_reward": m["eval"].get("mean_reward"),
             "round": _round_metrics(m["judged"], m["train"]),
+            "self_rewarding": _self_rewarding_metrics(m),
         })
     return rows
+
+
+IFEVAL = ("prompt_level_strict", "instruction_level_strict", "prompt_level_loose", "instruction_level_loose")
+SELF_REWARDING_COLUMNS = ["iter", "IFEval prompt strict", "inst strict", "prompt loose", "inst loose",
+                          "reply chars", "judge pairwise acc", "judge exact", "judge parse fail", "pairs",
+                          "tie rate", "pair precision", "chosen / rejected chars", "DPO margin", "DPO acc"]
+
+
+def _self_rewarding_metrics(m: dict) -> dict:
+    """IFEval accuracies (eval), the judge's accuracy on the judge set (judge_eval), the pairs and DPO."""
+    judge = m.get("judge_eval", {}).get("judge", {})
+    pairs = m.get("pairs", {})
+    return {**{k: m["eval"].get(k) for k in IFEVAL}, "reply_chars": m["eval"].get("mean_response_chars"),
+            "judge_pairwise": judge.get("pairwise_accuracy"), "judge_exact": judge.get("exact_agreement"),
+            "judge_parse_fail": m.get("judge_eval", {}).get("parse_failure_rate"),
+            "pairs": pairs.get("pairs"), "tie_rate": pairs.get("tie_rate"),
+            "pair_precision": pairs.get("pair_precision"),
+            "chosen_chars": pairs.get("mean_chosen_chars"), "rejected_chars": pairs.get("mean_rejected_chars"),
+            "dpo_margin": m["model"].get("final_rewards_margins"),
+            "dpo_accuracy": m["model"].get("final_rewards_accuracies")}
+
+
+def self_rewarding_table(rows: list[dict]) -> list[str]:
+    """The Self-Rewarding table (M0..Mn), or nothing when no iteration has IFEval accuracies."""
+    if not any(r["self_rewarding"]["prompt_level_strict"] is not None for r in rows):
+        return []
+    table = []
+    for r in rows:
+        g = r["self_rewarding"]
+        lengths = "-" if g["chosen_chars"] is None else f"{g['chosen_chars']:.0f} / {g['rejected_chars']:.0f}"
+        table.append([f"M{r['iter']}"] + [_fmt(g[k], True) for k in IFEVAL] + [_fmt(g["reply_chars"])]
+                     + [_fmt(g[k], True) for k in ("judge_pairwise", "judge_exact", "judge_parse_fail")]
+                     + [_fmt(g["pairs"]), _fmt(g["tie_rate"], True), _fmt(g["pair_precision"], True), lengths,
+                        _fmt(g["dpo_margin"]), _fmt(g["dpo_accuracy"], True)])
+    return ["", "Self-Rewarding: held-out IFEval accuracies (greedy), the judge's accuracy against the rule-checked "
+            "truth on the judge set, and the pairs each model made for the next (iteration t's pairs come from "
+            "M_{t-1}'s judgements):", ""] + _table(SELF_REWARDING_COLUMNS, table)
 
 
 def _round_metrics(judged: dict, train: dict) -> dict:
@@ -109,6 +147,7 @@ def markdown(rows: list[dict]) -> str:
                            _fmt(g["kept_percent"]), classes, _fmt(g["reply_chars"]), _fmt(g["distinct_2"]),
                            _fmt(g["duplicate_rate"], True), _fmt(g["no_answer_rate"], True)])
     lines += _table(ROUND_COLUMNS, round_rows)
+    lines += self_rewarding_table(rows)
     # columns in the order the stages ran (iteration 0 has only its evaluation)
     first = {}
     for r in rows:
@@ -137,7 +176,11 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right, signals) = plt.subplots(1, 3, figsize=(15, 4))
+    sr = [r for r in rows if r["self_rewarding"]["prompt_level_strict"] is not None]
+    fig, axes = plt.subplots(1, 4 if sr else 3, figsize=(20 if sr else 15, 4))
+    left, right, signals = axes[:3]
+    if sr:
+        _plot_self_rewarding(axes[3], sr)
     if any(r["accuracy"] is not None for r in rows):  # rewards that decide correctness: percentages
         its = [r["iter"] for r in rows if r["accuracy"] is not None]
         left.plot(its, [100 * r["accuracy"] for r in rows if r["accuracy"] is not None], "o-",
@@ -191,6 +234,31 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _plot_self_rewarding(axis, rows: list[dict]) -> None:
+    its = [r["iter"] for r in rows]
+    for key, label, style in (("prompt_level_strict", "IFEval prompt strict", "o-"),
+                              ("instruction_level_strict", "IFEval instruction strict", "o--"),
+                              ("judge_pairwise", "judge pairwise accuracy", "s-"),
+                              ("pair_precision", "pair precision", "^:")):
+        points = [(i, 100 * r["self_rewarding"][key]) for i, r in zip(its, rows)
+                  if r["self_rewarding"][key] is not None]
+        if points:
+            axis.plot(*zip(*points), style, label=label)
+    axis.set_ylim(0, 100)
+    axis.set_xticks(its)
+    axis.set_xlabel("model M_t")
+    axis.set_ylabel("%")
+    axis.set_title("Self-Rewarding: instruction following and the judge")
+    axis.legend(loc="upper left", fontsize="small")
+    chars = [(i, r["self_rewarding"]["reply_chars"]) for i, r in zip(its, rows)
+             if r["self_rewarding"]["reply_chars"] is not None]
+    if chars:
+        length = axis.twinx()
+        length.plot(*zip(*chars), "k--", label="reply chars (held-out)")
+        length.set_ylabel("mean reply characters")
+        length.legend(loc="upper right", fontsize="small")
 
 
 def main(argv=None) -> None:

@@ -132,27 +132,50 @@ def from_file(config: Config, kind: str, path, model_name: str, output_path) -> 
     return {"train_examples": len(rows), "source": str(path)}
 
 
-def balanced_eft(config: Config, judged: list[dict], tokenizer) -> tuple[list[dict], dict]:
-    """Every judged reply as an EFT example, each score 0..5 capped (`eft_max_per_score`, default the
-    median size of the non-empty scores), replies chosen by a seeded shuffle."""
-    from selftrain.judging import load_template
-
-    template = load_template(config.self_rewarding.judge_template)
+def balanced_by_score(config: Config, judged: list[dict]) -> tuple[list[tuple[dict, int]], dict]:
+    """(judged reply, its truth score) pairs, each score 0..5 capped (`eft_max_per_score`, default the
+    median size of the non-empty scores), the replies of a score chosen by a seeded shuffle."""
     by_score = defaultdict(list)
     for record in judged:
         by_score[truth_score(record)].append(record)
-    sizes = [len(rows) for rows in by_score.values()]
-    cap = config.self_rewarding.eft_max_per_score or int(statistics.median(sizes))
-    spec, rows = PromptSpec.from_config(config), []
+    cap = config.self_rewarding.eft_max_per_score or int(statistics.median(len(r) for r in by_score.values()))
+    kept = []
     for score in sorted(by_score):
         chosen = list(by_score[score])
         random.Random(f"{config.seed}:eft:{score}").shuffle(chosen)
-        for record in sorted(chosen[:cap], key=lambda r: r["id"]):
-            rows.append(train_row(tokenizer, spec, record["id"], judge_prompt_record(template, record),
-                                  justification(record), metadata={"true_score": score}))
-    before = {str(s): len(by_score.get(s, [])) for s in SCORES}
-    after = {str(s): min(len(by_score.get(s, [])), cap) for s in SCORES}
-    return rows, {"train_examples": len(rows), "per_score_before": before, "per_score": after, "cap": cap}
+        kept += [(record, score) for record in sorted(chosen[:cap], key=lambda r: r["id"])]
+    return kept, {"train_examples": len(kept), "cap": cap,
+                  "per_score_before": {str(s): len(by_score.get(s, [])) for s in SCORES},
+                  "per_score": {str(s): min(len(by_score.get(s, [])), cap) for s in SCORES}}
+
+
+def eft_rows(config: Config, kept: list[tuple[dict, int]], tokenizer) -> list[dict]:
+    """EFT examples in train.py's format: the rubric prompt about the reply -> its justification."""
+    from selftrain.judging import load_template
+
+    template, spec = load_template(config.self_rewarding.judge_template), PromptSpec.from_config(config)
+    return [train_row(tokenizer, spec, record["id"], judge_prompt_record(template, record), justification(record),
+                      metadata={"true_score": score}) for record, score in kept]
+
+
+def raw_ift(kept: list[dict], judged: list[dict]) -> list[dict]:
+    """Kept IFT replies as ShareGPT conversations (the seed's data/seed.json), for ift.sh's DATA_PATH."""
+    prompts = {r["id"]: r["prompt"] for r in judged}
+    return [{"id": r["id"], "conversations": [{"from": "human", "value": prompts[r["id"]]},
+                                              {"from": "gpt", "value": r["response"]}]} for r in kept]
+
+
+def raw_eft(kept: list[tuple[dict, int]]) -> list[dict]:
+    """EFT examples in the EFT file format, for eft.sh's DATA_PATH."""
+    return [{"id": r["id"], "prompt": r["prompt"], "response": r["response"], "score": score,
+             "justification": justification(r).rsplit("\n", 1)[0]} for r, score in kept]
+
+
+def write_json_atomic(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
 
 
 def _outputs(args, kind: str) -> dict[str, StageOutput]:
@@ -191,15 +214,24 @@ def sampled_and_judged(args, config: Config, kind: str, model_name: str, outputs
 
 
 def build(config: Config, kind: str, model_name: str, judged_path: Path, out: StageOutput) -> dict:
+    """The step's training file; an output named *.json gets the raw file format instead (seed scripts)."""
     from selftrain.models import load_tokenizer
-    from selftrain.stages.select import write_training_set
+    from selftrain.stages.select import select_examples
 
+    judged = read_jsonl(judged_path)
     if kind == "ift":
-        keep_passing = dataclasses.replace(config, filter_strategy="correct", balance_by="")
-        return write_training_set(keep_passing, judged_path, None, out.path)
-    rows, metrics = balanced_eft(config, read_jsonl(judged_path), load_tokenizer(model_name))
-    write_jsonl_atomic(out.path, rows)
-    log(f"eft: {metrics}")
+        kept, metrics = select_examples(dataclasses.replace(config, filter_strategy="correct", balance_by=""),
+                                        judged, [])
+        spec = PromptSpec.from_config(config).to_dict()
+        rows = raw_ift(kept, judged) if out.path.suffix == ".json" else [dict(r, prompt_spec=spec) for r in kept]
+    else:
+        kept, metrics = balanced_by_score(config, judged)
+        rows = raw_eft(kept) if out.path.suffix == ".json" else eft_rows(config, kept, load_tokenizer(model_name))
+    if out.path.suffix == ".json":
+        write_json_atomic(out.path, rows)
+    else:
+        write_jsonl_atomic(out.path, rows)
+    log(f"{kind}: {len(rows)} examples -> {out.path} ({metrics})")
     return metrics
 
 
