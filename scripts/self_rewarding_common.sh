@@ -14,8 +14,9 @@ sr_setup() {  # the repository root, the venv, the config and the prompt format 
   case "${CONV_TEMPLATE:-auto}" in
     auto|default|tokenizer) ;;
     plain|none) SETS+=(--set use_chat_template=false) ;;
-    *) echo "$(basename "$USAGE_FROM"): CONV_TEMPLATE=$CONV_TEMPLATE: prompts are rendered with the model's own" \
-            "chat template (CONV_TEMPLATE=auto; the tokenizer of MODEL_PATH carries it) or none (plain)" >&2; exit 2 ;;
+    *) echo "$(basename "$USAGE_FROM"): note: CONV_TEMPLATE=$CONV_TEMPLATE: prompts are rendered with the chat" \
+            "template of MODEL_PATH's own tokenizer (what a model was tuned with, and what generation, judging" \
+            "and evaluation use too); CONV_TEMPLATE=plain renders without one" >&2 ;;
   esac
   [ -z "${N_PROMPTS:-}" ] || SETS+=(--set "self_rewarding.${KIND}_prompts=$N_PROMPTS")
   [ -z "${N_SAMPLES:-}" ] || SETS+=(--set "self_rewarding.${KIND}_samples=$N_SAMPLES")

@@ -213,6 +213,7 @@ class DPOSection:
     train_batch_size: int = 4  # pairs per device step (Dr-DPO aggregates over this micro-batch)
     gradient_accumulation_steps: int = 1
     max_length: int = 1024  # tokens of prompt + completion; longer pairs are skipped (cutting would drop the EOS)
+    label_smoothing: float = 0.0  # TRL's robust (rDPO, < 0.5) and exo_pair (> 0, needed) take it; ours ignore it
 
     def validate(self, where: str) -> None:
         def bad(key: str, message: str) -> InputError:
@@ -231,6 +232,10 @@ class DPOSection:
         for key in ("train_batch_size", "gradient_accumulation_steps"):
             if getattr(self, key) < 1:
                 raise bad(key, f"{getattr(self, key)} must be >= 1")
+        if not 0 <= self.label_smoothing < 0.5:
+            raise bad("label_smoothing", f"{self.label_smoothing} must be in [0, 0.5)")
+        if self.loss_type == "exo_pair" and self.label_smoothing == 0:
+            raise bad("label_smoothing", "exo_pair needs it > 0 (the EXO paper uses 1e-3)")
         if self.max_length < 2:
             raise bad("max_length", f"{self.max_length} must be >= 2 (a prompt token and a completion token)")
 
@@ -261,12 +266,13 @@ class SelfRewardingConfig:
     length_control: float = 0.0  # rho in [0, 1]: shortest among near-top, longest among near-bottom (NeMo)
     # judge accuracy against the rule-checked truth, on candidate sets M0 wrote for held-out prompts
     judge_eval_prompts: int = 25  # built-in task: prompts of the judge-eval split (0: no judge evaluation)
+    judge_eval_samples: int = 1  # judgements per judge-set candidate, sampled like the loop's (each costs a long prompt)
 
     def validate(self, where: str) -> None:
         def bad(key: str, message: str) -> InputError:
             return InputError(f"{where}: self_rewarding.{key}: {message}")
 
-        for key in ("ift_samples", "eft_samples", "judge_samples", "judge_max_new_tokens"):
+        for key in ("ift_samples", "eft_samples", "judge_samples", "judge_eval_samples", "judge_max_new_tokens"):
             if getattr(self, key) < 1:
                 raise bad(key, f"{getattr(self, key)} must be >= 1")
         for key in ("ift_prompts", "eft_prompts", "eft_max_per_score", "judge_eval_prompts"):

@@ -94,7 +94,8 @@ def stage_output(stage: str, *, explicit: str | None, run_dir: str | None, itera
         marker = directory / f"{stage}.done"
         if marker.is_file():
             return StageOutput(directory / json.loads(marker.read_text())["output"], marker)
-        unfinished = sorted(directory.glob(f"{stage}_*{suffix}"))
+        # <stage>_<timestamp>: never another stage whose name extends this one (ift_samples_* for ift)
+        unfinished = sorted(directory.glob(f"{stage}_[0-9]*{suffix}"))
         path = unfinished[-1] if unfinished else directory / f"{stage}_{timestamp()}{suffix}"
         return StageOutput(path, marker)
     return StageOutput(Path(default), None)

@@ -15,10 +15,10 @@ one that follows half of two instructions gets one of the three instruction poin
 used for EFT targets and for metrics (judge accuracy, pair precision), never to choose pairs: the
 pairs come from the model's own judgements.
 
-Judging (`judge_jobs`, `candidate_scores`): each candidate is judged `judge_samples` times with the
+Judging (`judge_jobs`, `scored_groups`): each candidate is judged `judge_samples` times with the
 rubric prompt (judging.py) rendered by the one prompt builder as a user turn; job ids are
 `<candidate id>@<k>`. A candidate's score is the mean of its parsed scores; judgements without a
-parsable score are counted and left out, never scored 0.
+parsable score are counted and left out, never scored 0 (`scored_groups`).
 """
 from __future__ import annotations
 
@@ -106,14 +106,41 @@ def judge_jobs(config, tokenizer, candidates: list[dict], judge_model: str, iter
     return jobs
 
 
-def candidate_scores(candidates: list[dict], judgements: list[dict], where: str) -> dict[str, dict]:
-    """Per candidate id: `aggregate` of its parsed judgements (mean score or None, and the counts).
-    Every candidate must have been judged: a missing one means the judging stage did not finish."""
-    parsed = defaultdict(list)
-    for j in judgements:
-        parsed[j["candidate_id"]].append(parse_score(j["response"]))
-    missing = [c["id"] for c in candidates if c["id"] not in parsed]
+def parsed_judgements(candidates: list[dict], judgements: list[dict], judge_samples: int, where: str) -> dict:
+    """Per candidate id, its `judge_samples` parsed judgements (judging.parse_score). Every candidate must
+    have all of them, `<id>@0` .. `<id>@{judge_samples-1}`: anything else means the judging stage did
+    not finish (a hand run killed midway) or judged other candidates, and averaging fewer would be silent."""
+    by_id = {j.get("id"): j for j in judgements}
+    parsed, missing = {}, []
+    for c in candidates:
+        keys = [f"{c['id']}@{k}" for k in range(judge_samples)]
+        missing += [k for k in keys if k not in by_id]
+        parsed[c["id"]] = [parse_score(by_id[k]["response"]) for k in keys if k in by_id]
     if missing:
-        raise InputError(f"{where}: no judgement for {len(missing)} candidates (e.g. {missing[0]}): "
-                         f"finish the judging stage first")
-    return {c["id"]: aggregate(parsed[c["id"]]) for c in candidates}
+        raise InputError(f"{where}: {len(missing)} judgements missing (e.g. {missing[0]}; "
+                         f"self_rewarding.judge_samples is {judge_samples}): finish the judging stage first")
+    return parsed
+
+
+def scored_groups(candidates: list[dict], judgements: list[dict], judge_samples: int, where: str) -> dict:
+    """Candidates per prompt, each with its judge mean (`mean_score`, None when no judgement parsed),
+    the judgement counts, `truncated` and its rule-checked `true_score`.
+
+    Replies with the same text for the same prompt are one candidate, their judgements pooled: they
+    are the same answer (a pair of two copies would teach nothing, and DPO refuses it), and the judge's
+    sampled disagreement about one text is noise, not a preference."""
+    parsed = parsed_judgements(candidates, judgements, judge_samples, where)
+    groups: dict[str, dict[str, dict]] = defaultdict(dict)
+    for c in candidates:
+        same = groups[c.get("prompt_id", c["id"])].setdefault(c["response"].strip(), {
+            "id": c["id"], "response": c["response"], "truncated": c.get("finish_reason") == "length",
+            "true_score": truth_score(c), "scores": [], "copies": 0})
+        same["scores"] += parsed[c["id"]]
+        same["copies"] += 1
+    out = {}
+    for prompt_id, by_text in groups.items():
+        out[prompt_id] = []
+        for c in by_text.values():
+            counts = aggregate(c.pop("scores"))
+            out[prompt_id].append({**c, "mean_score": counts.pop("mean"), **counts})
+    return out

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -20,7 +21,7 @@ import torch
 from selftrain.config import Config
 from selftrain.logging import log
 from selftrain.models import default_device, from_pretrained, parse_dtype
-from selftrain.runs import peak_rss_gib
+from selftrain.runs import StageOutput, Stage, model_dir, peak_rss_gib
 
 
 def process_state():
@@ -105,6 +106,23 @@ def trainer_arguments(config: Config, work: Path, dtype: torch.dtype, *, epochs:
         gradient_checkpointing=False,  # TRL turns it on by default: pure slowdown for small models
         dataloader_num_workers=0, disable_tqdm=False,
     )
+
+
+def run_trainer(trainer, state):
+    """Train; (result, seconds) on the main process, None on the others (they only help train)."""
+    started = time.perf_counter()
+    result = trainer.train()
+    seconds = time.perf_counter() - started
+    state.wait_for_everyone()
+    return (result, seconds) if state.is_main_process else None
+
+
+def model_output(run_dir, iteration: int, output_dir, inputs: dict) -> StageOutput | None:
+    """Where iteration N's model goes (`--output_dir`, else <run_dir>/iter_NN/model with its model.done
+    marker); None when that marker exists already, which the stage then says."""
+    directory = Path(output_dir) if output_dir else model_dir(run_dir, iteration)
+    out = StageOutput(directory, directory.parent / "model.done" if run_dir and not output_dir else None)
+    return None if Stage("model", inputs, out).done() else out
 
 
 def logged(trainer, key: str) -> list[float]:

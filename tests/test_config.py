@@ -325,6 +325,22 @@ def test_each_section_validates_itself():
     DatasetConfig(path="a.jsonl").validate("f.yaml", 0)
 
 
+def test_self_rewarding_and_dpo_sections():
+    from selftrain.config import DPOSection, SelfRewardingConfig
+
+    with pytest.raises(InputError, match=r"^f.yaml: self_rewarding.judge_samples: 0 must be >= 1$"):
+        SelfRewardingConfig(judge_samples=0).validate("f.yaml")
+    with pytest.raises(InputError, match=r"^f.yaml: self_rewarding.length_control: 1.5 must be in \[0, 1\]$"):
+        SelfRewardingConfig(length_control=1.5).validate("f.yaml")
+    with pytest.raises(InputError, match=r"^f.yaml: dpo.loss_type: 'xyz' is not one of sigmoid, cal_dpo, dr_dpo, "):
+        DPOSection(loss_type="xyz").validate("f.yaml")
+    for loss in ("sigmoid", "cal_dpo", "dr_dpo", "ipo", "hinge", "robust"):
+        DPOSection(loss_type=loss).validate("f.yaml")
+    config = load_config(None, {"method": "self_rewarding", "task.name": "ifeval", "dpo.beta": 0.2,
+                                "self_rewarding.judge_samples": 2})
+    assert (config.dpo.beta, config.self_rewarding.judge_samples, config.task.name) == (0.2, 2, "ifeval")
+
+
 # --- python -m selftrain.config CONFIG KEY (the Makefile reads num_rounds and method with it) ----
 
 def config_value(*args) -> "subprocess.CompletedProcess":

@@ -18,7 +18,8 @@ TWO = {"instruction_id_list": ["punctuation:no_comma", "keywords:existence"],
        "kwargs": [{}, {"keywords": ["river"]}], "topic": "cats"}
 SPEC = {"system_prompt": "Be brief.", "k": 0, "few_shot_file": "", "use_chat_template": True}
 CONFIG = {"method": "self_rewarding", "task": {"name": "ifeval", "n_train": 4, "n_test": 2},
-          "reward_config": {"type": "rule_based", "rule_type": "ifeval"}, "system_prompt": "Be brief."}
+          "reward_config": {"type": "rule_based", "rule_type": "ifeval"}, "system_prompt": "Be brief.",
+          "self_rewarding": {"judge_samples": 2}}
 
 
 def judged(record_id: str, metadata: dict, response: str, finish: str = "stop", prompt_id: str = "p1") -> dict:
@@ -70,7 +71,8 @@ def test_pairs_from_judgements_highest_vs_lowest_with_precision(tmp_path):
                   judgement("p1#2", 0, "Score: 5"), judgement("p1#2", 1, "Score: 5"),  # top, but never chosen
                   judgement("p2#0", 0, "Score: 4"), judgement("p2#0", 1, "Score: 4"),  # the judge is wrong here
                   judgement("p2#1", 0, "Score: 2"), judgement("p2#1", 1, "Score: 9"),
-                  judgement("p3#0", 0, "Score: 3"), judgement("p3#1", 0, "Score: 3")]  # a tie
+                  judgement("p3#0", 0, "Score: 3"), judgement("p3#0", 1, "Score: 4"),
+                  judgement("p3#1", 0, "Score: 4"), judgement("p3#1", 1, "Score: 3")]  # a tie
     write_jsonl(tmp_path / "r.judged.jsonl", candidates)
     write_jsonl(tmp_path / "r.judgements.jsonl", judgements)
     config = write_config(tmp_path / "c.json", CONFIG)
@@ -90,7 +92,7 @@ def test_pairs_from_judgements_highest_vs_lowest_with_precision(tmp_path):
 def test_all_tied_round_stops_with_a_message_and_writes_nothing(tmp_path):
     candidates = [judged("p1#0", LOWER, "dogs run."), judged("p1#1", LOWER, "Dogs Run.")]
     write_jsonl(tmp_path / "r.judged.jsonl", candidates)
-    write_jsonl(tmp_path / "r.judgements.jsonl", [judgement("p1#0", 0, "Score: 3"), judgement("p1#1", 0, "Score: 3")])
+    write_jsonl(tmp_path / "r.judgements.jsonl", [judgement(c, k, "Score: 3") for c in ("p1#0", "p1#1") for k in (0, 1)])
     before = snapshot(tmp_path)
     line = error_line(run_script("pairs.py", "--config", write_config(tmp_path / "c.json", CONFIG),
                                  "--input", tmp_path / "r.judged.jsonl"))
@@ -98,12 +100,26 @@ def test_all_tied_round_stops_with_a_message_and_writes_nothing(tmp_path):
     assert snapshot(tmp_path).keys() == before.keys() | {"c.json"}
 
 
-def test_pairs_need_every_candidate_judged(tmp_path):
+def test_pairs_need_every_judgement_of_every_candidate(tmp_path):
     write_jsonl(tmp_path / "r.judged.jsonl", [judged("p1#0", LOWER, "dogs."), judged("p1#1", LOWER, "Dogs.")])
-    write_jsonl(tmp_path / "r.judgements.jsonl", [judgement("p1#0", 0, "Score: 3")])
+    write_jsonl(tmp_path / "r.judgements.jsonl", [judgement("p1#0", 0, "Score: 3"), judgement("p1#0", 1, "Score: 2"),
+                                                  judgement("p1#1", 0, "Score: 3")])  # killed before p1#1@1
     line = error_line(run_script("pairs.py", "--config", write_config(tmp_path / "c.json", CONFIG),
                                  "--input", tmp_path / "r.judged.jsonl"))
-    assert "no judgement for 1 candidates (e.g. p1#1)" in line, line
+    assert "1 judgements missing (e.g. p1#1@1; self_rewarding.judge_samples is 2)" in line, line
+
+
+def test_identical_replies_are_one_candidate_with_pooled_judgements():
+    from selftrain.self_rewarding import scored_groups
+
+    same = "dogs are loyal and kind animals."
+    candidates = [judged("p1#0", LOWER, same), judged("p1#1", LOWER, "Dogs Are Loud."), judged("p1#2", LOWER, same)]
+    judgements = [judgement("p1#0", 0, "Score: 5"), judgement("p1#0", 1, "Score: 4"),
+                  judgement("p1#1", 0, "Score: 2"), judgement("p1#1", 1, "none"),
+                  judgement("p1#2", 0, "Score: 1"), judgement("p1#2", 1, "Score: 2")]
+    (group,) = scored_groups(candidates, judgements, 2, "test").values()
+    assert [(c["id"], c["copies"], c["mean_score"], c["n_judgements"], c["n_ok"]) for c in group] == [
+        ("p1#0", 2, 3.0, 4, 4), ("p1#1", 1, 2.0, 2, 1)]
 
 
 @pytest.mark.parametrize("record, message", [

@@ -3,7 +3,8 @@
 The judge set: M0's candidates (num_generations_per_prompt each, sampled as in the loop) for the
 held-out judge-eval prompts of the ifeval task, written once (`--candidates`, iteration 0 of a run:
 stage `judge_set`). Every model M_N then judges the same set with the loop's own judge settings
-(stage `judge_eval` of iteration N), and the marker gives, over candidates of one prompt whose true
+(stage `judge_eval` of iteration N; `self_rewarding.judge_eval_samples` judgements per candidate, sampled
+as in the loop), and the marker gives, over candidates of one prompt whose true
 scores differ: pairwise accuracy (judge ties are counted apart, not as right), exact-score agreement,
 Spearman and Kendall correlations, and the parse-failure rate (unparsed judgements are left out of
 the correlations, never scored 0); plus the judge's score histogram.
@@ -14,6 +15,8 @@ the correlations, never scored 0); plus the judge's score histogram.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from selftrain.config import Config
 from selftrain.errors import InputError
 from selftrain.judging import judge_agreement, score_histogram
@@ -21,8 +24,8 @@ from selftrain.logging import log
 from selftrain.records import read_jsonl
 from selftrain.rewards import get_reward
 from selftrain.runs import finished_output, model_dir
-from selftrain.self_rewarding import candidate_scores, truth_score
-from selftrain.stages.llm_judge import judge_candidates, parse_counts, read_candidates
+from selftrain.self_rewarding import scored_groups
+from selftrain.stages.llm_judge import judge_candidates, read_candidates
 
 
 def write_judge_set(config: Config, model_name: str, output_path) -> dict:
@@ -44,12 +47,7 @@ def write_judge_set(config: Config, model_name: str, output_path) -> dict:
 def judge_accuracy(config: Config, candidates: list[dict], judgements: list[dict], where: str) -> dict:
     """The judge's agreement with the truth on `candidates` (scored here by the rule checks)."""
     truth = [dict(c, **r) for c, r in zip(candidates, get_reward(config).score(candidates))]
-    scores = candidate_scores(truth, judgements, where)
-    groups: dict[str, list[dict]] = {}
-    for c in truth:
-        groups.setdefault(c["prompt_id"], []).append(
-            {"id": c["id"], "response": c["response"], "mean_score": scores[c["id"]]["mean"],
-             "truncated": c.get("finish_reason") == "length", "true_score": truth_score(c)})
+    groups = scored_groups(truth, judgements, config.self_rewarding.judge_samples, where)
     flat = [c for cs in groups.values() for c in cs]
     return {**judge_agreement(groups), "score_histogram": score_histogram([c["mean_score"] for c in flat]),
             "true_score_histogram": score_histogram([c["true_score"] for c in flat])}
@@ -80,9 +78,11 @@ def main(argv=None):
         return
     judge = args.judge_model or (config.base_model_path if args.iteration == 0
                                  else str(model_dir(args.run_dir, args.iteration)))
-    candidates = read_candidates(judge_set)
-    metrics = judge_candidates(config, judge, candidates, stage.path, args.iteration)
-    accuracy = judge_accuracy(config, candidates, read_jsonl(stage.path), str(stage.path))
+    candidates = read_candidates(judge_set, getattr(get_reward(config), "check_record", None))
+    sr = config.self_rewarding
+    judging = dataclasses.replace(config, self_rewarding=dataclasses.replace(sr, judge_samples=sr.judge_eval_samples))
+    metrics = judge_candidates(judging, judge, candidates, stage.path, args.iteration)
+    accuracy = judge_accuracy(judging, candidates, read_jsonl(stage.path), str(stage.path))
     log(f"judge {judge}: pairwise accuracy {accuracy.get('pairwise_accuracy')}, exact "
         f"{accuracy.get('exact_agreement')}, parse failures {metrics['parse_failure_rate']}")
     stage.finish(config, {**metrics, "judge": accuracy}, {"judge_model": judge, "judge_set": str(judge_set)})

@@ -76,8 +76,9 @@ def main(argv=None):
     stage.finish(config, metrics, {"judge_model": judge})
 
 
-def read_candidates(path) -> list[dict]:
-    """The replies to judge, each checked before anything is sent."""
+def read_candidates(path, check=None) -> list[dict]:
+    """The replies to judge, each checked before anything is sent (`check(record) -> problem or None`:
+    also what a reward needs of it)."""
     from selftrain.errors import InputError
     from selftrain.records import iter_jsonl
 
@@ -88,6 +89,8 @@ def read_candidates(path) -> list[dict]:
                 raise InputError(f"{path}:{lineno}: {key}: missing (is this a generation output file?)")
         if not isinstance(c.get("prompt"), str) and not c.get("messages"):
             raise InputError(f"{path}:{lineno}: prompt: missing (the judge needs the question)")
+        if check is not None and (problem := check(c)) is not None:
+            raise InputError(f"{path}:{lineno}: {problem}")
         candidates.append(c)
     if not candidates:
         raise InputError(f"{path}: file is empty (no candidates)")

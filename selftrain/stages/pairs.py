@@ -17,37 +17,25 @@ training on nothing.
 """
 from __future__ import annotations
 
-from collections import defaultdict
-
 from selftrain.config import Config
 from selftrain.errors import InputError
 from selftrain.judging import build_pairs, judge_agreement, length_stats, pair_precision, score_histogram
 from selftrain.logging import log
 from selftrain.prompts import PromptSpec
 from selftrain.records import read_jsonl, write_jsonl_atomic
-from selftrain.self_rewarding import candidate_scores, truth_score
-
-
-def scored_groups(candidates: list[dict], judgements: list[dict], where: str) -> dict[str, list[dict]]:
-    """Candidates per prompt with their judge mean (`mean_score`), `truncated` and `true_score`."""
-    scores = candidate_scores(candidates, judgements, where)
-    groups = defaultdict(list)
-    for c in candidates:
-        groups[c["prompt_id"]].append({"id": c["id"], "response": c["response"],
-                                       "mean_score": scores[c["id"]]["mean"],
-                                       "truncated": c.get("finish_reason") == "length",
-                                       "true_score": truth_score(c)})
-    return dict(groups)
+from selftrain.self_rewarding import scored_groups
 
 
 def make_pairs(config: Config, judged_path, judgements_path, output_path) -> dict:
     candidates = read_jsonl(judged_path)
     by_id = {c["id"]: c for c in candidates}
-    groups = scored_groups(candidates, read_jsonl(judgements_path), str(judgements_path))
+    groups = scored_groups(candidates, read_jsonl(judgements_path), config.self_rewarding.judge_samples,
+                           str(judgements_path))
     pairs, reasons = build_pairs(groups, config.self_rewarding.length_control)
     flat = [c for cs in groups.values() for c in cs]
     truth = {c["id"]: c["true_score"] for c in flat}
-    metrics = {"prompts": len(groups), "candidates": len(flat), "pairs": len(pairs), **reasons,
+    metrics = {**reasons, "prompts": len(groups), "candidates": len(candidates), "distinct_candidates": len(flat),
+               "pairs": len(pairs),
                "tie_rate": round(reasons.get("tie", 0) / max(len(groups), 1), 4),
                "pair_precision": pair_precision(pairs, truth),
                "judge": judge_agreement(groups),

@@ -37,7 +37,7 @@ from selftrain.config import Config
 from selftrain.errors import InputError
 from selftrain.logging import log
 from selftrain.prompts import PromptSpec, render_prompt
-from selftrain.records import iter_jsonl, read_jsonl, write_jsonl_atomic
+from selftrain.records import iter_jsonl, read_jsonl, validate_prompt_record, write_jsonl_atomic
 from selftrain.runs import StageOutput, generator_for, stage_output
 from selftrain.self_rewarding import judge_prompt_record, justification, truth_score
 
@@ -77,7 +77,8 @@ def ift_pair(obj: dict, where: str) -> tuple[dict, str]:
                 or messages[-1].get("role") != "assistant":
             raise InputError(f"{where}: messages: the last message must be the assistant's response")
         response = messages[-1].get("content")
-        prompt = {"messages": messages[:-1]}
+        path, line = where.rsplit(":", 1)
+        prompt = validate_prompt_record({"messages": messages[:-1]}, path, int(line))
     else:
         if not isinstance(obj.get("prompt"), str) or not obj["prompt"].strip():
             raise InputError(f"{where}: prompt: missing or empty (expected prompt/response, messages or conversations)")
@@ -89,6 +90,9 @@ def ift_pair(obj: dict, where: str) -> tuple[dict, str]:
 
 def eft_example(obj: dict, where: str) -> tuple[dict, str]:
     """(candidate record to judge, target text) of one EFT example."""
+    if "conversations" in obj or "messages" in obj:
+        raise InputError(f"{where}: this is an IFT example (conversations/messages); an EFT example is "
+                         f"{{prompt, response, score}}: make them with eft_data.py or scripts/eft_data_prepare.sh")
     for key in ("prompt", "response"):
         if not isinstance(obj.get(key), str) or not obj[key].strip():
             raise InputError(f"{where}: {key}: missing or empty")

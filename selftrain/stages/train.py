@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -26,7 +25,7 @@ from selftrain.logging import log
 from selftrain.models import from_pretrained
 from selftrain.prompts import PromptSpec, encode_example
 from selftrain.records import iter_jsonl
-from selftrain.runs import Stage, StageOutput, finished_output, model_dir
+from selftrain.runs import finished_output, model_dir
 
 FLAGS = {"epochs": "num_train_epochs", "batch_size": "train_batch_size", "lr": "learning_rate",
          "base_model": "base_model_path", "init": "init", "training_method": "training_method"}
@@ -186,12 +185,10 @@ def train(config: Config, train_file, output_dir, init_model: str, *,
     log(f"training on {len(dataset)} examples ({too_long} over max_seq_length skipped), "
         f"{config.training_method}, bf16={precision == torch.bfloat16}, from {init_model}, {world} process(es), "
         f"global batch {config.train_batch_size} x {config.gradient_accumulation_steps} x {world}")
-    started = time.perf_counter()
-    result = trainer.train()
-    seconds = time.perf_counter() - started
-    state.wait_for_everyone()
-    if not state.is_main_process:
+    finished = training.run_trainer(trainer, state)
+    if finished is None:
         return None
+    result, seconds = finished
     tokens = sum(len(x) for x in dataset["input_ids"]) * config.num_train_epochs
     metrics = {
         "train_examples": len(dataset), "skipped_too_long": too_long,
@@ -219,16 +216,14 @@ def main(argv=None):
         train_files = [finished_output(args.run_dir, n, stage) for stage in args.train_stages.split(",") if stage]
     else:
         train_files = [Path(f"data/star_iter{n}_train.jsonl")]
-    output_dir = Path(args.output_dir) if args.output_dir else model_dir(args.run_dir, n)
-    marker = output_dir.parent / "model.done" if args.run_dir and not args.output_dir else None
-    out = StageOutput(output_dir, marker)
-    if Stage("model", {"train": train_files[0]}, out).done():
+    out = training.model_output(args.run_dir, n, args.output_dir, {"train": train_files[0]})
+    if out is None:
         return
     init_model = config.base_model_path
     if config.init == "previous" and n > 1:
         init_model = str(model_dir(args.run_dir, n - 1))
-    metrics = train(config, train_files, output_dir, init_model)
-    if marker is not None and metrics is not None:  # the main process writes the marker
+    metrics = train(config, train_files, out.path, init_model)
+    if out.marker is not None and metrics is not None:  # the main process writes the marker
         out.finish(config, metrics, {"init_model": init_model, "train_file": ",".join(map(str, train_files))})
 
 

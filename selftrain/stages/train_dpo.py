@@ -20,7 +20,6 @@ optionally `prompt_spec` (saved with the model, as train.py does).
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -34,7 +33,7 @@ from selftrain.logging import log
 from selftrain.models import from_pretrained
 from selftrain.prompts import PromptSpec, completion_text
 from selftrain.records import iter_jsonl
-from selftrain.runs import Stage, StageOutput, finished_output, model_dir
+from selftrain.runs import finished_output, model_dir
 
 FLAGS = {"base_model": "base_model_path", "loss_type": "dpo.loss_type", "beta": "dpo.beta",
          "epochs": "dpo.num_train_epochs", "lr": "dpo.learning_rate", "batch_size": "dpo.train_batch_size",
@@ -227,6 +226,7 @@ def train_dpo(config: Config, pairs_file, output_dir, init_model: str) -> dict |
                                      learning_rate=dpo.learning_rate),
         beta=dpo.beta, max_length=dpo.max_length,
         loss_type=["sigmoid" if ours else dpo.loss_type],  # ours: TRL's checks see plain DPO, compute_loss is ours
+        label_smoothing=0.0 if ours else dpo.label_smoothing,
     )
     trainer = dpo_trainer_class()(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                                   peft_config=peft_config, loss_name=dpo.loss_type if ours else None,
@@ -235,12 +235,10 @@ def train_dpo(config: Config, pairs_file, output_dir, init_model: str) -> dict |
     log(f"DPO ({dpo.loss_type}, beta {dpo.beta}) on {len(dataset)} pairs ({too_long} over max_length skipped), "
         f"{config.training_method}, bf16={precision == torch.bfloat16}, from {init_model} (also the reference), "
         f"{world} process(es), global batch {dpo.train_batch_size} x {dpo.gradient_accumulation_steps} x {world}")
-    started = time.perf_counter()
-    result = trainer.train()
-    seconds = time.perf_counter() - started
-    state.wait_for_everyone()
-    if not state.is_main_process:
+    finished = training.run_trainer(trainer, state)
+    if finished is None:
         return None
+    result, seconds = finished
     metrics = {
         "pairs": len(dataset), "skipped_too_long": too_long, "loss_type": dpo.loss_type, "beta": dpo.beta,
         **({"cal_weight": dpo.cal_weight} if dpo.loss_type == "cal_dpo" else {}),
@@ -272,10 +270,8 @@ def main(argv=None):
         raise InputError("train_dpo: give --pairs_file, or --run_dir and --iteration")
     if not args.output_dir and not args.run_dir:
         raise InputError("train_dpo: give --output_dir, or --run_dir and --iteration")
-    output_dir = Path(args.output_dir) if args.output_dir else model_dir(args.run_dir, n)
-    marker = output_dir.parent / "model.done" if args.run_dir and not args.output_dir else None
-    out = StageOutput(output_dir, marker)
-    if Stage("model", {"pairs": pairs_file}, out).done():
+    out = training.model_output(args.run_dir, n, args.output_dir, {"pairs": pairs_file})
+    if out is None:
         return
     if args.init_model:
         init_model = args.init_model
@@ -283,8 +279,8 @@ def main(argv=None):
         init_model = str(model_dir(args.run_dir, n - 1))  # M_{N-1}: the policy and the reference
     else:
         init_model = config.base_model_path
-    metrics = train_dpo(config, pairs_file, output_dir, init_model)
-    if marker is not None and metrics is not None:  # the main process writes the marker
+    metrics = train_dpo(config, pairs_file, out.path, init_model)
+    if out.marker is not None and metrics is not None:  # the main process writes the marker
         out.finish(config, metrics, {"init_model": init_model, "pairs_file": str(pairs_file)})
 
 
