@@ -27,7 +27,7 @@ from collections import defaultdict
 
 from selftrain.errors import InputError
 from selftrain.generation.base import SamplingParams
-from selftrain.judging import aggregate, load_template, parse_score, render_judge_prompt
+from selftrain.judging import NO_SCORE, ParsedScore, aggregate, load_template, parse_score, render_judge_prompt
 from selftrain.prompts import PromptSpec, build_messages, render_prompt
 from selftrain.rewards import question_of
 
@@ -106,8 +106,16 @@ def judge_jobs(config, tokenizer, candidates: list[dict], judge_model: str, iter
     return jobs
 
 
+def judgement_score(judgement: dict) -> ParsedScore:
+    """A judgement's score. One cut off at judge_max_new_tokens never concluded: whatever `Score:` it
+    wrote before rambling on is not its verdict, so it counts as "no score"."""
+    if judgement.get("finish_reason") == "length":
+        return ParsedScore(None, NO_SCORE)
+    return parse_score(judgement["response"])
+
+
 def parsed_judgements(candidates: list[dict], judgements: list[dict], judge_samples: int, where: str) -> dict:
-    """Per candidate id, its `judge_samples` parsed judgements (judging.parse_score). Every candidate must
+    """Per candidate id, its `judge_samples` parsed judgements (`judgement_score`). Every candidate must
     have all of them, `<id>@0` .. `<id>@{judge_samples-1}`: anything else means the judging stage did
     not finish (a hand run killed midway) or judged other candidates, and averaging fewer would be silent."""
     by_id = {j.get("id"): j for j in judgements}
@@ -115,7 +123,7 @@ def parsed_judgements(candidates: list[dict], judgements: list[dict], judge_samp
     for c in candidates:
         keys = [f"{c['id']}@{k}" for k in range(judge_samples)]
         missing += [k for k in keys if k not in by_id]
-        parsed[c["id"]] = [parse_score(by_id[k]["response"]) for k in keys if k in by_id]
+        parsed[c["id"]] = [judgement_score(by_id[k]) for k in keys if k in by_id]
     if missing:
         raise InputError(f"{where}: {len(missing)} judgements missing (e.g. {missing[0]}; "
                          f"self_rewarding.judge_samples is {judge_samples}): finish the judging stage first")

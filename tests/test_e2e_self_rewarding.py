@@ -73,10 +73,12 @@ def test_make_rounds_self_rewarding_killed_while_judging_then_resumed(tmp_path):
     # nothing lost, nothing twice: every candidate judged exactly judge_samples times, in canonical order
     expected = [f"{c['id']}@{k}" for c in candidates for k in range(judge_samples)]
     assert [j["id"] for j in judgements] == expected
-    assert 0 < at_kill < len(expected) + 1
+    assert 0 < at_kill <= len(expected)
     assert {j["judge"] for j in judgements} == {str(it1 / "model")}
     assert marker["judgements"]["metrics"]["judgements"] == len(expected)
-    assert marker["judgements"]["metrics"]["skipped_existing"] == at_kill
+    # the rerun sent only what was not on disk (lines may have landed between the count and the kill)
+    skipped = marker["judgements"]["metrics"]["skipped_existing"]
+    assert skipped >= at_kill and marker["judgements"]["metrics"]["generated"] == len(expected) - skipped
 
     pairs = read_jsonl(it2 / marker["pairs"]["output"])
     assert len(pairs) == marker["pairs"]["metrics"]["pairs"] >= 1

@@ -9,7 +9,7 @@ import pytest
 
 from selftrain.errors import InputError
 from selftrain.judging import (
-    DEFAULT_JUDGE_TEMPLATE, ParsedScore, aggregate, average_ranks, build_pair, build_pairs, check_template,
+    DEFAULT_JUDGE_TEMPLATE, NO_SCORE, ParsedScore, aggregate, average_ranks, build_pair, build_pairs, check_template,
     judge_agreement, kendall_tau_b, length_stats, load_template, pair_precision, parse_score,
     render_judge_prompt, score_histogram, spearman,
 )
@@ -325,3 +325,24 @@ def test_length_stats():
     assert length_stats(pairs, responses) == {"n_pairs": 2, "mean_chosen_chars": 6.0, "mean_rejected_chars": 5.0,
                                               "chosen_longer_rate": 0.5}
     assert length_stats([], responses)["mean_chosen_chars"] is None
+
+
+def test_parser_on_real_judgements_of_the_embedded_model_after_eft():
+    """Judgements SmolLM2-135M wrote as M1 (EFT on the paper's rubric), with what the parser makes of
+    them: a score quoted inside the reasoning ("end with: \"Score: 100\"") is never taken, an unclosed
+    quote is no score, "Score: 10" is out of range, a markdown list item "- *score: 2*" is a score."""
+    import json
+    from pathlib import Path
+
+    from selftrain.self_rewarding import judgement_score
+
+    rows = [json.loads(line) for line in (Path(__file__).parent / "data" / "judgements_smollm2_m1.jsonl").open()]
+    assert len(rows) == 12
+    for row in rows:
+        text = row["judgement"]
+        if row["finish_reason"] == "stop":
+            assert parse_score(text) == ParsedScore(row["score"], row["status"]), text[-120:]
+        else:  # cut off at the token limit: never a verdict, even after an earlier "Score: 2" line
+            assert judgement_score({"response": text, "finish_reason": "length"}) == ParsedScore(None, NO_SCORE)
+    statuses = [r["status"] for r in rows if r["finish_reason"] == "stop"]
+    assert statuses.count("ok") == 5 and statuses.count("no_score") == 3 and statuses.count("out_of_range") == 1

@@ -6,7 +6,8 @@ iteration t. Output records (appended one by one, resumable after any kill):
     id "<candidate id>@<k>", candidate_id, prompt_id, judge_idx, iteration, judge, prompt_text (the
     rendered rubric prompt), response (the judgement), finish_reason, num_tokens.
 Scores are parsed later (pairs.py, judge_eval.py) from the text, so the parser's rules apply to every
-judgement on disk; the marker counts them: parsed, "no score", "out of range".
+judgement on disk; the marker counts them: parsed, "no score" (a judgement cut off at
+judge_max_new_tokens is one: it never concluded), "out of range".
 
   python llm_judge.py --input data/iter2.samples.jsonl --judge_model results/sr/iter_01/model
   python llm_judge.py --run_dir results/self_rewarding --iteration 2
@@ -17,18 +18,17 @@ from collections import Counter
 
 from selftrain.config import Config
 from selftrain.generation.jobs import open_backend, run_jobs, stage_seed
-from selftrain.judging import parse_score
 from selftrain.logging import log
 from selftrain.prompts import PromptSpec
 from selftrain.records import JsonlAppender, read_jsonl, reorder_jsonl
-from selftrain.self_rewarding import judge_jobs, judge_params
+from selftrain.self_rewarding import judge_jobs, judge_params, judgement_score
 
 JUDGE_SEED = 7_919  # judge draws differ from the candidates' draws of the same iteration
 
 
 def parse_counts(judgements: list[dict]) -> dict:
     """How many judgements gave a score, none, or one outside 0..5; and the scores given."""
-    parsed = [parse_score(j["response"]) for j in judgements]
+    parsed = [judgement_score(j) for j in judgements]
     status = Counter(p.status for p in parsed)
     given = Counter(str(p.score) for p in parsed if p.score is not None)
     return {"judgements": len(judgements), "parsed": status["ok"], "no_score": status["no_score"],
