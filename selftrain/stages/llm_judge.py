@@ -18,6 +18,7 @@ from collections import Counter
 
 from selftrain.config import Config
 from selftrain.generation.jobs import open_backend, run_jobs, stage_seed
+from selftrain.judging import aggregate
 from selftrain.logging import log
 from selftrain.prompts import PromptSpec
 from selftrain.records import JsonlAppender, read_jsonl, reorder_jsonl
@@ -27,13 +28,14 @@ JUDGE_SEED = 7_919  # judge draws differ from the candidates' draws of the same 
 
 
 def parse_counts(judgements: list[dict]) -> dict:
-    """How many judgements gave a score, none, or one outside 0..5; and the scores given."""
+    """How many judgements gave a score, none, or one outside 0..5 (judging.aggregate counts them); and the
+    scores given."""
     parsed = [judgement_score(j) for j in judgements]
-    status = Counter(p.status for p in parsed)
+    counts = aggregate(parsed)
     given = Counter(str(p.score) for p in parsed if p.score is not None)
-    return {"judgements": len(judgements), "parsed": status["ok"], "no_score": status["no_score"],
-            "out_of_range": status["out_of_range"],
-            "parse_failure_rate": round(1 - status["ok"] / max(len(judgements), 1), 4),
+    return {"judgements": counts["n_judgements"], "parsed": counts["n_ok"], "no_score": counts["n_no_score"],
+            "out_of_range": counts["n_out_of_range"],
+            "parse_failure_rate": round(1 - counts["n_ok"] / max(len(judgements), 1), 4),
             "scores_given": dict(sorted(given.items())),
             "judge_truncated": sum(j.get("finish_reason") == "length" for j in judgements)}
 
