@@ -4,6 +4,7 @@
 #   make rounds ROUNDS=3           iterations 1..ROUNDS (plus the iteration-0 baseline)
 #   make report                    markdown table + PNG plot of a run
 #   make demo-self-rewarding       seed 004: M0 -> M1 (SFT on IFT + EFT) -> M2 -> M3 (DPO on its own judgements)
+#   make demo-distill              seed 003: student drafts, a teacher, Track A, Track B, DPO, ablations, the goals table
 #   make expert-iteration EXIT_ITER=3  seed 002: train on all vs on correct samples of one iteration, compare
 #   make submit ROUNDS=3 SHARDS=4  the same iterations as SLURM jobs chained with afterok (slurm/, scripts/)
 #   make test                      the test suite
@@ -42,7 +43,7 @@ num = $(shell expr $(1) + 0)
 # iteration N generates with iteration N-1's model (the base model for N=1)
 generator_dep = $(if $(filter 01,$(1)),,$(RUN_DIR)/iter_$(call prev,$(1))/model.done)
 
-.PHONY: help setup setup-test setup-vllm iter rounds demo demo-self-rewarding report test clean-run bench bench-train expert-iteration submit
+.PHONY: help setup setup-test setup-vllm iter rounds demo demo-self-rewarding demo-distill report test clean-run bench bench-train expert-iteration submit
 .DEFAULT_GOAL := help
 .SECONDEXPANSION:
 .DELETE_ON_ERROR:
@@ -133,6 +134,12 @@ SR_CONFIG ?= configs/self_rewarding.yaml
 demo-self-rewarding: | setup  ## seed 004 on the embedded model: M0..M3, IFEval accuracies, judge accuracy, pair precision
 	@$(MAKE) --no-print-directory rounds CONFIG=$(SR_CONFIG) RUN=$(basename $(notdir $(SR_CONFIG)))
 	@$(MAKE) --no-print-directory report CONFIG=$(SR_CONFIG) RUN=$(basename $(notdir $(SR_CONFIG)))
+
+DISTILL_CONFIG ?= configs/distill.yaml
+
+demo-distill: | setup  ## seed 003 offline: drafts, a trained teacher, Track A, Track B, DPO, ablations, class ratios
+	@$(MAKE) --no-print-directory rounds CONFIG=$(DISTILL_CONFIG) RUN=$(basename $(notdir $(DISTILL_CONFIG)))
+	@$(MAKE) --no-print-directory report CONFIG=$(DISTILL_CONFIG) RUN=$(basename $(notdir $(DISTILL_CONFIG)))
 
 test: | setup setup-test  ## the test suite (unit tests with tiny models + an end-to-end make iter)
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests

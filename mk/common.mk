@@ -1,8 +1,11 @@
 # Rules every method shares: the baseline, stage 1 (samples) and the evaluation of an iteration's model.
 # Included by the Makefile together with mk/$(METHOD).mk; the method file says how iter_NN/model.done is made.
 
+# how iteration N's model is evaluated; a method may say otherwise (mk/distill.mk: its prompt variants)
+eval_cmd = $(PY) evaluate.py $(ARGS) --iteration $(1)
+
 $(RUN_DIR)/iter_00/eval.done: | setup $(CONFIG)
-	$(PY) evaluate.py $(ARGS) --iteration 0
+	$(call eval_cmd,0)
 
 $(RUN_DIR)/iter_%/samples.done: $$(call generator_dep,$$*) | setup $(CONFIG)
 	$(PY) create_data.py $(ARGS) --iteration $(call num,$*) --steps generate
@@ -11,4 +14,4 @@ $(RUN_DIR)/iter_%/judged.done: $(RUN_DIR)/iter_%/samples.done
 	$(PY) judge.py $(ARGS) --iteration $(call num,$*)
 
 $(RUN_DIR)/iter_%/eval.done: $(RUN_DIR)/iter_%/model.done
-	$(PY) evaluate.py $(ARGS) --iteration $(call num,$*)
+	$(call eval_cmd,$(call num,$*))

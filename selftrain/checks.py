@@ -22,11 +22,18 @@ def check_runnable(config: Config, where: str = "config") -> None:
             f"{config.reward_config.type!r} gives scores, not correctness; use top_k_percent, threshold or best_of_n")
     if config.balance_by == "answer" and not needs_expected_answer(config):
         raise InputError(f"{where}: balance_by: 'answer' balances metadata.expected_answer classes, "
-                         f"which only rule-based math scoring requires; use category, difficulty or dataset")
+                         f"which only rule-based math and yesno scoring require; use category, difficulty or dataset")
     rc = config.reward_config
     if config.method == "self_rewarding" and (rc.type, rc.rule_type) != ("rule_based", "ifeval"):
         raise InputError(f"{where}: method: self_rewarding needs reward_config {{type: rule_based, rule_type: ifeval}} "
                          f"(IFT rejection sampling, EFT targets and the judge's accuracy are rule-checked)")
+    if config.method == "distill":
+        if (rc.type, rc.rule_type) != ("rule_based", "yesno"):
+            raise InputError(f"{where}: method: distill needs reward_config {{type: rule_based, rule_type: yesno}} "
+                             f"(drafts, teacher replies and the evaluation are checked against yes/no truths)")
+        if not config.distill.dataset and config.task.name != "yesno":
+            raise InputError(f"{where}: method: distill runs on StrategyQA (distill.dataset) or the built-in task "
+                             f"yesno (task.name: yesno), not task {config.task.name!r}")
     if config.self_rewarding.judge_template:
         load_template(config.self_rewarding.judge_template)  # a missing file or placeholder, before any work
     if config.training_method == "qlora":

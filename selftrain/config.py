@@ -1,6 +1,7 @@
 """The run configuration: seed-000 keys plus the STaR recipe, validated once.
 
-Precedence: defaults < config file (YAML or JSON) < command-line flags. Unknown
+Precedence: defaults < config file (YAML or JSON) < (method distill: the seed-003 `.env` names in the
+environment, DISTILL_ENV) < command-line flags. Unknown
 keys and bad values stop the stage with a message naming the file and key.
 Each section validates itself; combinations that cannot run on this machine
 or with this reward are refused by `selftrain.checks.check_runnable`.
@@ -12,6 +13,7 @@ import dataclasses
 import difflib
 import json
 import math
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
@@ -20,12 +22,12 @@ from selftrain.errors import InputError
 from selftrain.records import DIFFICULTIES
 
 REWARD_TYPES = ("local", "api", "script", "rule_based")
-RULE_TYPES = ("math", "code", "json", "regex", "ifeval")
+RULE_TYPES = ("math", "code", "json", "regex", "ifeval", "yesno")
 SELECTION_STRATEGIES = ("sequential", "difficulty_curriculum", "round_robin", "random_weighted")
 FILTER_STRATEGIES = ("correct", "top_k_percent", "threshold", "best_of_n", "none")
 TRAINING_METHODS = ("lora", "full", "qlora")
-METHODS = ("star", "expert_iteration", "self_rewarding")  # one mk/<method>.mk each
-TASKS = ("arithmetic", "ifeval")  # built-in seeded tasks (selftrain/tasks/)
+METHODS = ("star", "expert_iteration", "self_rewarding", "distill")  # one mk/<method>.mk each
+TASKS = ("arithmetic", "ifeval", "yesno")  # built-in seeded tasks (selftrain/tasks/)
 # auto: the fastest measured path for this machine and stage (selftrain/generation/choose.py)
 GENERATION_BACKENDS = ("auto", "selftrain", "selftrain_int8", "hf", "llama_cpp", "openai")
 GGUF_TYPES = ("q8_0", "f16", "bf16", "f32")  # what checkpoints are exported to for llama.cpp (generation.gguf_type)
@@ -47,13 +49,15 @@ def _one_of(where: str, key: str, value: str, allowed: tuple[str, ...]) -> None:
 
 @dataclass
 class TaskConfig:
-    """A built-in task generated in memory from a seed: arithmetic (STaR's) or ifeval (instructions whose
-    compliance a program checks; its IFT, EFT and judge-eval splits are sized in `self_rewarding`)."""
+    """A built-in task generated in memory from a seed: arithmetic (STaR's), ifeval (instructions whose
+    compliance a program checks; its IFT, EFT and judge-eval splits are sized in `self_rewarding`) or
+    yesno (StrategyQA-like yes/no questions with an implicit step, balanced 50/50; distillation's)."""
 
     name: str = "arithmetic"
     difficulties: list[str] = field(default_factory=lambda: ["easy"])
     n_train: int = 1000
     n_test: int = 200
+    n_dev: int = 0  # yesno only: a dev split, disjoint from train and test
     seed: int = 0
 
     def validate(self, where: str) -> None:
@@ -62,6 +66,8 @@ class TaskConfig:
         _one_of(where, "task.name", self.name, TASKS)
         if self.n_train < 1 or self.n_test < 1:
             raise _bad(where, "task.n_train/n_test", "must be >= 1")
+        if self.n_dev < 0:
+            raise _bad(where, "task.n_dev", f"{self.n_dev} must be >= 0")
 
 
 @dataclass
@@ -154,9 +160,9 @@ class GenerationConfig:
     server_args: list[str] = field(default_factory=list)  # extra command-line arguments for the server
     server_startup_timeout: float = 900.0  # seconds to wait until it answers
 
-    def validate(self, where: str) -> None:
+    def validate(self, where: str, section: str = "generation") -> None:
         def bad(key: str, message: str) -> InputError:
-            return InputError(f"{where}: generation.{key}: {message}")
+            return InputError(f"{where}: {section}.{key}: {message}")
 
         for key, allowed in (("backend", GENERATION_BACKENDS), ("api", ("completions", "chat")),
                              ("use_n", ("auto", "never")), ("server", ("",) + SERVER_KINDS),
@@ -171,16 +177,16 @@ class GenerationConfig:
             if getattr(self, key) <= 0:
                 raise bad(key, f"{getattr(self, key)} must be > 0")
         if self.backend == "openai" and not self.server and not self.base_url:
-            raise bad("base_url", "missing: the openai backend needs the server's URL (or generation.server to launch one)")
+            raise bad("base_url", f"missing: the openai backend needs the server's URL (or {section}.server to launch one)")
         if self.server and self.backend != "openai":
-            raise bad("server", f"{self.server!r} is driven through the openai backend: set generation.backend: openai")
+            raise bad("server", f"{self.server!r} is driven through the openai backend: set {section}.backend: openai")
         if self.server and self.base_url:
             raise bad("base_url", "give either base_url (a running server) or server (one the stage launches), not both")
         if self.base_url and not self.base_url.startswith(("http://", "https://")):
             raise bad("base_url", f"{self.base_url!r} is not an http(s) URL")
 
 
-DPO_LOSSES = ("sigmoid", "cal_dpo", "dr_dpo")  # selftrain's own (selftrain/dpo_losses.py LOSSES)
+DPO_LOSSES = ("sigmoid", "cal_dpo", "dr_dpo", "batch_centred")  # selftrain's own (selftrain/dpo_losses.py LOSSES)
 
 
 def trl_dpo_loss_types() -> tuple[str, ...]:
@@ -201,29 +207,62 @@ def trl_dpo_loss_types() -> tuple[str, ...]:
 class DPOSection:
     """`dpo:` preference training (train_dpo.py) from the init model, which is also the reference (LoRA:
     the init model with the adapter switched off). Epochs, batch and learning rate are DPO's own; the scheduler,
-    warmup, optimizer, LoRA shape, dtype and seed are the top-level training keys."""
+    warmup, optimizer, LoRA shape, dtype and seed are the top-level training keys. `schedule`: phases trained
+    one after the other, each against the same reference (seed 003's Phase C:
+    [{epochs: 1, beta: 0.05, loss_type: sigmoid}, {epochs: 2, beta: 0.1, loss_type: batch_centred},
+     {epochs: 1, beta: 0.1, loss_type: sigmoid, trim: 0.15}]); empty: one phase of loss_type, beta and
+    num_train_epochs, which a schedule replaces."""
 
-    # sigmoid (DPO) | cal_dpo | dr_dpo (selftrain/dpo_losses.py), or any loss type of TRL's DPOTrainer
+    @dataclass
+    class Phase:
+        """One phase of `dpo.schedule`. trim: before the phase, the share of the whole pair set with the
+        highest DPO loss under the current policy is dropped for this phase (floor(trim * pairs))."""
+
+        epochs: float = 0.0  # 0.0 / "": not given (each phase gives its own epochs, beta and loss_type)
+        beta: float = 0.0
+        loss_type: str = ""
+        trim: float = 0.0
+
+    # sigmoid (DPO) | cal_dpo | dr_dpo | batch_centred (selftrain/dpo_losses.py), or a loss type of TRL's DPOTrainer
     loss_type: str = "sigmoid"
     beta: float = 0.1  # DPO's KL strength; Cal-DPO's targets are +-1/(2 beta) nats of log-ratio
     cal_weight: float = 1.0  # Cal-DPO's calibration weight: 1 = the paper and Cal-DPO org code (tengxiao1: 0.5)
     dr_beta: float = 1.0  # Dr-DPO's beta': large -> DPO's mean, small -> down-weights high-loss (noisy) pairs
+    centre_ema: float = 0.0  # batch_centred: gamma of a running mean margin (beta-DPO's 0.9); 0: the batch's own
     learning_rate: float = 5e-5  # a LoRA rate; the papers' 5e-7..1e-6 are for full fine-tuning
     num_train_epochs: float = 1.0  # one pass over the round's own pairs (Cal-DPO's zephyr recipe: 1 epoch)
     train_batch_size: int = 4  # pairs per device step (Dr-DPO aggregates over this micro-batch)
     gradient_accumulation_steps: int = 1
     max_length: int = 1024  # tokens of prompt + completion; longer pairs are skipped (cutting would drop the EOS)
     label_smoothing: float = 0.0  # TRL's robust (rDPO, < 0.5) and exo_pair (> 0, needed) take it; ours ignore it
+    schedule: list[Phase] = field(default_factory=list)  # the phases, in order; empty: one phase (above)
+
+    def phases(self) -> list[Phase]:
+        """The schedule, or its one phase made of loss_type, beta and num_train_epochs."""
+        return list(self.schedule) or [self.Phase(self.num_train_epochs, self.beta, self.loss_type)]
 
     def validate(self, where: str) -> None:
         def bad(key: str, message: str) -> InputError:
             return InputError(f"{where}: dpo.{key}: {message}")
 
-        allowed = DPO_LOSSES
-        if self.loss_type not in allowed:
-            allowed += tuple(t for t in trl_dpo_loss_types() if t not in allowed)
-            if self.loss_type not in allowed:
-                raise bad("loss_type", f"{self.loss_type!r} is not one of {', '.join(allowed)}")
+        def check_loss(key: str, loss_type: str) -> None:
+            allowed = DPO_LOSSES
+            if loss_type not in allowed:
+                allowed += tuple(t for t in trl_dpo_loss_types() if t not in allowed)
+                if loss_type not in allowed:
+                    raise bad(key, f"{loss_type!r} is not one of {', '.join(allowed)}")
+
+        check_loss("loss_type", self.loss_type)
+        for i, phase in enumerate(self.schedule):
+            given = "each phase gives its own epochs, beta and loss_type"
+            if not phase.loss_type:
+                raise bad(f"schedule[{i}].loss_type", f"missing ({given})")
+            check_loss(f"schedule[{i}].loss_type", phase.loss_type)
+            for key in ("epochs", "beta"):
+                if getattr(phase, key) <= 0:
+                    raise bad(f"schedule[{i}].{key}", f"{getattr(phase, key)} must be > 0 ({given})")
+            if not 0 <= phase.trim < 1:
+                raise bad(f"schedule[{i}].trim", f"{phase.trim} must be in [0, 1)")
         for key in ("beta", "dr_beta", "learning_rate", "num_train_epochs"):
             if getattr(self, key) <= 0:
                 raise bad(key, f"{getattr(self, key)} must be > 0")
@@ -232,9 +271,11 @@ class DPOSection:
         for key in ("train_batch_size", "gradient_accumulation_steps"):
             if getattr(self, key) < 1:
                 raise bad(key, f"{getattr(self, key)} must be >= 1")
+        if not 0 <= self.centre_ema < 1:
+            raise bad("centre_ema", f"{self.centre_ema} must be in [0, 1)")
         if not 0 <= self.label_smoothing < 0.5:
             raise bad("label_smoothing", f"{self.label_smoothing} must be in [0, 0.5)")
-        if self.loss_type == "exo_pair" and self.label_smoothing == 0:
+        if "exo_pair" in (phase.loss_type for phase in self.phases()) and self.label_smoothing == 0:
             raise bad("label_smoothing", "exo_pair needs it > 0 (the EXO paper uses 1e-3)")
         if self.max_length < 2:
             raise bad("max_length", f"{self.max_length} must be >= 2 (a prompt token and a completion token)")
@@ -287,6 +328,84 @@ class SelfRewardingConfig:
 
 
 @dataclass
+class DistillConfig:
+    """`distill:` teacher chain-of-thought distillation (seed 003; README "Distillation"): the student drafts,
+    a teacher reasons about each draft, Track A / Track B SFT, Phase C DPO (`dpo:`, its `schedule`)."""
+
+    dataset: str = ""  # StrategyQA: a file, a folder of <split>.jsonl|.json, or a hub id; empty: task yesno
+    train_samples: int = 200  # training questions drafted and sent to the teacher (0: all)
+    draft_max_new_tokens: int = 64  # the draft is two short lines
+    draft_temperature: float = 0.0  # drafts of train and test questions alike (0: greedy)
+    # the teacher: a local checkpoint or hub id (local backends), the name a server knows (openai), or
+    # "trained": a teacher this run trains first on the reasoning of held-apart questions (the offline demo)
+    teacher_model: str = ""
+    teacher_generation: GenerationConfig = field(default_factory=GenerationConfig)
+    teacher_system_prompt: str = "You are a patient, exact teacher."
+    teacher_max_tokens: int = 150
+    teacher_temperature: float = 0.3
+    teacher_requires_key: str = "auto"  # auto: a key unless the server is on loopback | always | never
+    price_input_per_mtok: float = 0.0  # teacher price per million prompt tokens (the estimated cost)
+    price_output_per_mtok: float = 0.0  # ... per million completion tokens
+    dry_run: bool = False  # print what would be sent and its estimated tokens; send nothing
+    teacher_train_questions: int = 300  # teacher_model "trained": questions of the task's dev split
+    teacher_train_epochs: float = 2.0  # teacher_model "trained": its SFT epochs (the rest: the top-level keys)
+    track_a_questions: str = "kept"  # kept: Track A on the questions Track B keeps (a fair A/B) | all
+
+    def validate(self, where: str) -> None:
+        def bad(key: str, message: str) -> InputError:
+            return InputError(f"{where}: distill.{key}: {message}")
+
+        self.teacher_generation.validate(where, "distill.teacher_generation")
+        for key in ("train_samples", "teacher_train_questions"):
+            if getattr(self, key) < 0:
+                raise bad(key, f"{getattr(self, key)} must be >= 0")
+        for key in ("draft_max_new_tokens", "teacher_max_tokens"):
+            if getattr(self, key) < 1:
+                raise bad(key, f"{getattr(self, key)} must be >= 1")
+        if self.teacher_train_epochs <= 0:
+            raise bad("teacher_train_epochs", f"{self.teacher_train_epochs} must be > 0")
+        for key in ("draft_temperature", "teacher_temperature", "price_input_per_mtok", "price_output_per_mtok"):
+            if getattr(self, key) < 0:
+                raise bad(key, f"{getattr(self, key)} must be >= 0")
+        _one_of(where, "distill.teacher_requires_key", self.teacher_requires_key, ("auto", "always", "never"))
+        _one_of(where, "distill.track_a_questions", self.track_a_questions, ("kept", "all"))
+
+
+# The seed-003 `.env` names, read from the environment when `method: distill` (over the config file,
+# under --set): environment variable -> config key
+DISTILL_ENV = {"DATASET_NAME": "distill.dataset", "TRAIN_SAMPLES": "distill.train_samples", "RANDOM_SEED": "seed",
+               "MODEL_NAME": "base_model_path", "MAX_NEW_TOKENS": "distill.draft_max_new_tokens",
+               "BATCH_SIZE": "batch_size", "MAX_SEQ_LENGTH": "max_seq_length", "GPT4_MODEL": "distill.teacher_model",
+               "GPT4_MAX_TOKENS": "distill.teacher_max_tokens", "GPT4_TEMPERATURE": "distill.teacher_temperature",
+               "DRY_RUN": "distill.dry_run", "USE_4BIT": "training_method"}
+
+
+def distill_env_overrides(environ) -> dict:
+    """The config keys the seed's `.env` names set (OPENAI_API_KEY stays in the environment: the
+    teacher's `api_key_env` names it). Values are read as JSON when they parse, Python's
+    True/False as booleans; USE_4BIT true means training_method qlora."""
+    out = {}
+    for name, key in DISTILL_ENV.items():
+        raw = environ.get(name)
+        if raw is None or raw == "":
+            continue
+        value = {"true": True, "false": False}.get(raw.strip().lower(), raw)
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+        if name == "USE_4BIT":
+            if not isinstance(value, bool):
+                raise InputError(f"environment: USE_4BIT={raw!r}: expected True or False")
+            if not value:
+                continue
+            value = "qlora"
+        out[key] = value
+    return out
+
+
+@dataclass
 class Config:
     # --- seed 000 ---
     name: str = "star"
@@ -331,6 +450,7 @@ class Config:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     dpo: DPOSection = field(default_factory=DPOSection)
     self_rewarding: SelfRewardingConfig = field(default_factory=SelfRewardingConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     dtype: str = "auto"  # auto | bf16 | fp32 | fp16 (GPU)
     # --- STaR ---
     rationalize: bool = True
@@ -362,6 +482,7 @@ class Config:
         self.generation.validate(where)
         self.dpo.validate(where)
         self.self_rewarding.validate(where)
+        self.distill.validate(where)
         self.task.validate(where)
         for i, ds in enumerate(self.datasets):
             ds.validate(where, i)
@@ -499,9 +620,12 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     """Defaults < file < overrides (already-parsed CLI values; None means not given)."""
     data: dict = load_config_file(path) if path else {}
     where = str(path) if path else "config"
-    for key, value in (overrides or {}).items():
-        if value is None:
-            continue
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    if given.get("method", data.get("method")) == "distill":
+        data.setdefault("balance_by", "answer")  # the seed's filter skewed yes/no 45/55 -> 28/72 without it
+        for key, value in distill_env_overrides(os.environ).items():
+            _set_dotted(data, key, value)
+    for key, value in given.items():
         _set_dotted(data, key, value)
     config = _build(Config, data, where)
     return config.validate(where)

@@ -1,8 +1,9 @@
 """Where prompts come from, and which of them each round takes.
 
 Sources: the config's `datasets` (seed 000: `path`, `name`, `difficulty`,
-`weight`), or the embedded arithmetic task when `datasets` is empty. A local
-file holds seed-000 records, or GSM8K's or IFEval's own lines (converted here). Every
+`weight`), or the built-in task when `datasets` is empty. A local file holds
+seed-000 records, or GSM8K's, IFEval's or StrategyQA's own lines (converted
+here); a file holding one JSON array is StrategyQA's (its official train.json). Every
 file is read and validated up front, so a bad line stops a stage before it
 writes anything. Each prompt record gets `dataset` (the source's name) and,
 when its source sets one, a default `difficulty`.
@@ -41,9 +42,11 @@ from pathlib import Path
 from selftrain.config import Config
 from selftrain.errors import InputError
 from selftrain.logging import log
-from selftrain.records import DIFFICULTIES, read_prompt_records, validate_prompt_record
+from selftrain.records import DIFFICULTIES, REQUIRED_BECAUSE, read_prompt_records, validate_prompt_record
 from selftrain.tasks.gsm8k import convert_gsm8k_record, is_gsm8k_record, load_gsm8k
 from selftrain.tasks.ifeval_format import convert_ifeval_record, is_ifeval_record
+from selftrain.tasks.strategyqa import (claims_strategyqa, convert_strategyqa_record, is_json_array_file,
+                                        load_strategyqa, read_strategyqa_file)
 
 
 @dataclass
@@ -53,28 +56,35 @@ class Source:
     records: list[dict]
 
 
-TASK_SPLITS = ("train", "test", "ift", "eft", "judge_eval")  # the last three: the ifeval task only
+TASK_SPLITS = ("train", "test", "ift", "eft", "judge_eval", "dev")  # ift, eft, judge_eval: ifeval's; dev: yesno's
+SPLITS_OF_TASK = {"arithmetic": ("train", "test"), "ifeval": ("train", "test", "ift", "eft", "judge_eval"),
+                  "yesno": ("train", "dev", "test")}
 
 
 def _task_split(config: Config, split: str) -> list[dict]:
-    """A split of the built-in task. ifeval's splits are disjoint and drawn test first, so sizing a
-    later one (IFT, EFT, the iterations' pool = train) never moves a held-out prompt."""
+    """A split of the built-in task. ifeval's and yesno's splits are disjoint and drawn test first, so
+    sizing a later one (IFT, EFT, the iterations' pool = train) never moves a held-out prompt."""
     t = config.task
     try:
-        if t.name == "ifeval":
+        splits = SPLITS_OF_TASK.get(t.name, ("train", "test"))
+        if split not in splits:
+            raise ValueError(f"split {split!r} does not exist for task {t.name!r} (its splits: {', '.join(splits)})")
+        if t.name == "yesno":
+            from selftrain.tasks.yesno import generate_splits
+
+            rows = generate_splits({"test": t.n_test, "dev": t.n_dev, "train": t.n_train}, t.seed)[split]
+        elif t.name == "ifeval":
             from selftrain.tasks.instructions import generate_splits
 
             sr = config.self_rewarding
             sizes = {"test": t.n_test, "judge_eval": sr.judge_eval_prompts, "eft": sr.eft_prompts,
                      "ift": sr.ift_prompts, "pool": t.n_train}
             rows = generate_splits(sizes, t.seed)["pool" if split == "train" else split]
-        elif split in ("train", "test"):
+        else:
             from selftrain.tasks.arithmetic import generate_split
 
             train, test = generate_split(t.n_train, t.n_test, t.difficulties, t.seed)
             rows = train if split == "train" else test
-        else:
-            raise ValueError(f"split {split!r} exists for task ifeval only (this task is {t.name!r})")
     except ValueError as exc:
         raise InputError(f"task: {exc}") from None
     return [dict(validate_prompt_record(r, f"task:{t.name}:{split}", i), dataset=t.name)
@@ -90,26 +100,51 @@ def load_task_split(config: Config, split: str) -> list[dict]:
 
 def read_prompt_file(path: str | Path, *, required: tuple[str, ...] = (), id_prefix: str | None = None) -> list[dict]:
     """A local prompt file, validated: seed-000 records, and GSM8K's own lines
-    ({question, answer: "... #### 72"}) and IFEval's ({key, prompt, instruction_id_list,
-    kwargs}) converted to them, mixed freely."""
+    ({question, answer: "... #### 72"}), IFEval's ({key, prompt, instruction_id_list,
+    kwargs}) and StrategyQA's ({qid, question, answer: true, facts, decomposition})
+    converted to them, mixed freely. A file holding one JSON array is StrategyQA's (its train.json)."""
     stem = Path(path).stem
+    if Path(path).is_file() and is_json_array_file(path):
+        return _checked(read_strategyqa_file(path, id_prefix), path, required)
 
     def convert(obj: dict, lineno: int) -> dict:
         if is_ifeval_record(obj):
             return convert_ifeval_record(obj, lineno)
-        return convert_gsm8k_record(obj, lineno, stem) if is_gsm8k_record(obj) else obj
+        if is_gsm8k_record(obj):
+            return convert_gsm8k_record(obj, lineno, stem)
+        # after GSM8K: a question whose answer is not a boolean is a bad StrategyQA row, reported as such
+        return convert_strategyqa_record(obj, lineno, id_prefix or stem) if claims_strategyqa(obj) else obj
 
     return read_prompt_records(path, required=required, id_prefix=id_prefix, convert=convert)
+
+
+def _checked(records: list[dict], path, required: tuple[str, ...]) -> list[dict]:
+    """Converted records, validated as a prompt file's are (required metadata, unique ids)."""
+    checked, seen = [], set()
+    for i, record in enumerate(records, 1):
+        record = validate_prompt_record(record, path, i)
+        for key in required:
+            if key not in record["metadata"]:
+                raise InputError(f"{path}: record {record['id']}: metadata.{key}: missing "
+                                 f"({REQUIRED_BECAUSE.get(key, 'the reward needs it')})")
+        if record["id"] in seen:
+            raise InputError(f"{path}: record {record['id']}: id appears twice")
+        seen.add(record["id"])
+        checked.append(record)
+    return checked
 
 
 def _read_dataset(path: str, split: str, fmt: str, required: tuple[str, ...], id_prefix: str | None = None) -> list[dict]:
     local = Path(path).expanduser()
     if local.is_dir():
-        local = local / f"{split}.jsonl"
+        jsonl, json_array = local / f"{split}.jsonl", local / f"{split}.json"  # .json: StrategyQA's official layout
+        local = json_array if json_array.is_file() and not jsonl.exists() else jsonl
     if local.exists():
         return read_prompt_file(local, required=required, id_prefix=id_prefix)
     if fmt == "gsm8k" or "gsm8k" in path.lower():
         return [validate_prompt_record(r, path, i) for i, r in enumerate(load_gsm8k(path, split), 1)]
+    if "strategyqa" in path.lower():  # a hub id such as voidful/StrategyQA
+        return _checked(load_strategyqa(path, split, id_prefix), path, required)
     raise InputError(f"{path}: dataset file not found")
 
 
@@ -120,7 +155,7 @@ def required_metadata(config: Config) -> tuple[str, ...]:
         return ()
     return {"math": ("expected_answer",), "code": ("test_cases",),
             "regex": () if rc.regex_pattern else ("regex_pattern",),
-            "ifeval": ("instruction_id_list", "kwargs")}.get(rc.rule_type, ())
+            "ifeval": ("instruction_id_list", "kwargs"), "yesno": ("expected_answer",)}.get(rc.rule_type, ())
 
 
 def needs_expected_answer(config: Config) -> bool:

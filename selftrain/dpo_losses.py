@@ -1,4 +1,4 @@
-"""Preference losses on summed completion log-probabilities: DPO, Cal-DPO, Dr-DPO.
+"""Preference losses on summed completion log-probabilities: DPO, Cal-DPO, Dr-DPO, batch-centred DPO.
 
 Pure tensor functions (no TRL): each takes the policy's and the reference's
 log-probabilities of the chosen and rejected completions, summed over the
@@ -25,6 +25,20 @@ the micro-batch and the per-pair terms it is made of. With
   As in junkangwu/Dr_DPO, n is the micro-batch (per-device batch size changes
   the loss). Written with logsumexp: the official log(mean(exp)) underflows to
   -inf when every l_i / dr_beta is large.
+- `batch_centred` (seed 003's "Cal-DPO: subtract the batch-mean log gap mu each
+  step"; it is not Cal-DPO, which has absolute targets and no centring):
+  mean_i -log sigmoid(beta * (delta_i - mu)), mu the mean of delta over the
+  micro-batch, detached, or with `centre_ema` gamma > 0 a running mean
+  mu_t = gamma mu_{t-1} + (1 - gamma) mean(delta) (beta-DPO's gap_mean, gamma 0.9
+  there). Detached, mu shifts the sigmoid but passes no gradient, so every margin
+  is still pushed up; with a gradient through it the loss would not change when
+  all margins rise together. The centred margins average 0, so the pair weights
+  stay near sigmoid(0) and never saturate as DPO's do. A micro-batch of 1 without
+  the running mean is the constant log 2 with a constant gradient -beta / 2.
+
+`trim_indices` is seed 003's "drop the top 15% noisy pairs by disagreement": a
+hard trim of the highest-loss pairs, applied to the whole pair set before a
+phase (stages/train_dpo.py), not Dr-DPO's soft reweighting.
 
 The arithmetic runs in float32 whatever the model's dtype: Cal-DPO's squared
 errors reach 1/(2 beta)^2 (2.5e5 at beta 0.001), past bf16's 8-bit mantissa.
@@ -41,7 +55,8 @@ import torch.nn.functional as F
 class PairLoss(NamedTuple):
     loss: torch.Tensor  # scalar: the micro-batch loss to backpropagate
     per_pair: torch.Tensor  # (B,): each pair's own loss term (Dr-DPO: the DPO loss l_i it aggregates)
-    terms: dict[str, torch.Tensor]  # (B,) components, e.g. Cal-DPO's "bt" and "calibration", Dr-DPO's "weight"
+    terms: dict[str, torch.Tensor]  # (B,) components, e.g. Cal-DPO's "bt" and "calibration", Dr-DPO's "weight",
+    #                                 batch_centred's "centre" (mu, repeated) and "dpo" (the uncentred DPO loss)
 
 
 def log_ratios(policy_chosen, policy_rejected, ref_chosen, ref_rejected) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,11 +89,43 @@ def dr_dpo(policy_chosen, policy_rejected, ref_chosen, ref_rejected, *, beta: fl
     return PairLoss(loss, per_pair, {"weight": torch.softmax(scaled.detach(), dim=0)})
 
 
-LOSSES: dict[str, Callable[..., PairLoss]] = {"sigmoid": sigmoid, "cal_dpo": cal_dpo, "dr_dpo": dr_dpo}
+def batch_centred(policy_chosen, policy_rejected, ref_chosen, ref_rejected, *, beta: float,
+                  centre_ema: float = 0.0, running_centre: float | None = None) -> PairLoss:
+    """`running_centre`: the previous step's mu (None on the first step); the mu used is terms["centre"]."""
+    h_w, h_l = log_ratios(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
+    delta = h_w - h_l
+    centre = delta.detach().mean()
+    if running_centre is not None and centre_ema > 0:
+        centre = centre_ema * running_centre + (1.0 - centre_ema) * centre
+    per_pair = -F.logsigmoid(beta * (delta - centre))
+    return PairLoss(per_pair.mean(), per_pair,
+                    {"centre": centre.expand_as(delta), "dpo": -F.logsigmoid(beta * delta.detach())})
+
+
+LOSSES: dict[str, Callable[..., PairLoss]] = {"sigmoid": sigmoid, "cal_dpo": cal_dpo, "dr_dpo": dr_dpo,
+                                              "batch_centred": batch_centred}
 
 
 def pair_loss(name: str, policy_chosen, policy_rejected, ref_chosen, ref_rejected, *, beta: float,
-              cal_weight: float = 1.0, dr_beta: float = 1.0) -> PairLoss:
+              cal_weight: float = 1.0, dr_beta: float = 1.0, centre_ema: float = 0.0,
+              running_centre: float | None = None) -> PairLoss:
     """The loss `name` of LOSSES, given every knob; each loss takes the ones it uses."""
-    extra = {"cal_dpo": {"cal_weight": cal_weight}, "dr_dpo": {"dr_beta": dr_beta}}.get(name, {})
+    extra = {"cal_dpo": {"cal_weight": cal_weight}, "dr_dpo": {"dr_beta": dr_beta},
+             "batch_centred": {"centre_ema": centre_ema, "running_centre": running_centre}}.get(name, {})
     return LOSSES[name](policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=beta, **extra)
+
+
+def trim_count(n: int, share: float) -> int:
+    """How many of n pairs a trim of `share` drops: floor(share * n), so it drops at most that share (a
+    micro-batch of 2 at 0.15 drops none). The 1e-9 makes 0.29 * 100 (28.999999999999996 in floats) 29."""
+    if not 0 <= share < 1:
+        raise ValueError(f"trim share {share} must be in [0, 1)")
+    return math.floor(share * n + 1e-9)
+
+
+def trim_indices(losses, share: float) -> list[int]:
+    """Positions of the trim_count(len(losses), share) highest losses, ascending; on equal losses the
+    earlier pair goes first."""
+    values = [float(x) for x in losses]
+    ranked = sorted(range(len(values)), key=lambda i: (-values[i], i))
+    return sorted(ranked[:trim_count(len(values), share)])

@@ -131,7 +131,7 @@ def _check_test_cases(cases, path, lineno) -> None:
 
 
 # What each reward needs in a record's metadata, and why (checked before anything is generated).
-REQUIRED_BECAUSE = {"expected_answer": "rule-based math scoring needs it",
+REQUIRED_BECAUSE = {"expected_answer": "rule-based math and yesno scoring need it",
                     "test_cases": "rule-based code scoring needs it",
                     "regex_pattern": "rule-based regex scoring needs it (or reward_config.regex_pattern)",
                     "instruction_id_list": "rule-based ifeval scoring needs it",

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from selftrain.errors import InputError
+from selftrain.report_distill import distill_metrics, distill_tables, plot_distill
 
 COLUMNS = ["iter", "samples", "stage-1 solve rate", "rationalized", "train examples", "train loss",
            "accuracy", "eval reward", "per difficulty", "reply tokens", "answer line", "minutes", "peak GiB"]
@@ -58,6 +59,7 @@ def collect(run_dir: Path) -> list[dict]:
             "eval_reward": m["eval"].get("mean_reward"),
             "round": _round_metrics(m["judged"], m["train"]),
             "self_rewarding": _self_rewarding_metrics(m),
+            "distill": distill_metrics(m),
         })
     return rows
 
@@ -148,6 +150,7 @@ def markdown(rows: list[dict]) -> str:
                            _fmt(g["duplicate_rate"], True), _fmt(g["no_answer_rate"], True)])
     lines += _table(ROUND_COLUMNS, round_rows)
     lines += self_rewarding_table(rows)
+    lines += distill_tables(rows, _table)
     # columns in the order the stages ran (iteration 0 has only its evaluation)
     first = {}
     for r in rows:
@@ -177,10 +180,13 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     sr = [r for r in rows if r["self_rewarding"]["prompt_level_strict"] is not None]
-    fig, axes = plt.subplots(1, 4 if sr else 3, figsize=(20 if sr else 15, 4))
+    distill = any(r["distill"] and r["distill"]["accuracy"] is not None for r in rows)
+    fig, axes = plt.subplots(1, 4 if sr or distill else 3, figsize=(20 if sr or distill else 15, 4))
     left, right, signals = axes[:3]
     if sr:
         _plot_self_rewarding(axes[3], sr)
+    elif distill:
+        plot_distill(axes[3], rows)
     if any(r["accuracy"] is not None for r in rows):  # rewards that decide correctness: percentages
         its = [r["iter"] for r in rows if r["accuracy"] is not None]
         left.plot(its, [100 * r["accuracy"] for r in rows if r["accuracy"] is not None], "o-",

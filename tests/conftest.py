@@ -61,3 +61,23 @@ def tiny_model_dir(tmp_path_factory, tokenizer) -> str:
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return str(directory)
+
+
+@pytest.fixture(scope="session")
+def weightless_env(tmp_path_factory, smol_tokenizer_dir) -> dict:
+    """A stage subprocess's environment with a model cache that holds the embedded model's tokenizer and
+    config but no weights (a stage on the openai backend needs only the student's tokenizer; one that
+    tried to load weights would fail), no OPENAI_API_KEY, no proxy, offline."""
+    import os
+    import shutil
+
+    cache = tmp_path_factory.mktemp("weightless_cache")
+    model = cache / "models" / "smollm2-135m"
+    model.mkdir(parents=True)
+    for f in Path(smol_tokenizer_dir).iterdir():
+        if f.is_file() and not f.name.endswith((".safetensors", ".bin", ".gguf")):
+            shutil.copy(f, model / f.name)
+    env = {k: v for k, v in os.environ.items()
+           if k.lower() not in ("http_proxy", "https_proxy", "all_proxy") and k != "OPENAI_API_KEY"}
+    env.update(SELFTRAIN_CACHE=str(cache), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+    return env

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -62,18 +61,8 @@ def answered(body: dict, honour_n: bool) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def stage_env(tmp_path_factory, smol_tokenizer_dir):
-    """The stage's environment: a model cache without weights, no key, no proxy, offline."""
-    cache = tmp_path_factory.mktemp("weightless_cache")
-    model = cache / "models" / "smollm2-135m"
-    model.mkdir(parents=True)
-    for f in Path(smol_tokenizer_dir).iterdir():
-        if f.is_file() and not f.name.endswith((".safetensors", ".bin", ".gguf")):
-            shutil.copy(f, model / f.name)
-    env = {k: v for k, v in os.environ.items()
-           if k.lower() not in ("http_proxy", "https_proxy", "all_proxy") and k != "OPENAI_API_KEY"}
-    env.update(SELFTRAIN_CACHE=str(cache), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
-    return env
+def stage_env(weightless_env):
+    return weightless_env
 
 
 @pytest.fixture

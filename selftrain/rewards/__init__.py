@@ -38,6 +38,7 @@ REGISTRY = {
     ("rule_based", "json"): "selftrain.rewards.json_format:JsonReward",
     ("rule_based", "regex"): "selftrain.rewards.regex:RegexReward",
     ("rule_based", "ifeval"): "selftrain.rewards.ifeval:IFEvalReward",
+    ("rule_based", "yesno"): "selftrain.rewards.yesno:YesNoReward",
     ("local", None): "selftrain.rewards.local:LocalReward",
     ("api", None): "selftrain.rewards.api:ApiReward",
     ("script", None): "selftrain.rewards.script:ScriptReward",

@@ -22,8 +22,8 @@ Result:
 """
 from __future__ import annotations
 
-from selftrain.errors import InputError
 from selftrain.ifeval_checks import availability_problem, check_response, ifeval_accuracies, validate_instructions
+from selftrain.rewards.checked import CheckedReward
 
 
 def _instructions(record: dict) -> tuple[list[str], list[dict]]:
@@ -41,30 +41,12 @@ def _instructions(record: dict) -> tuple[list[str], list[dict]]:
     return ids, kwargs
 
 
-class IFEvalReward:
+class IFEvalReward(CheckedReward):
     name = "rule_based/ifeval"
-    verifiable = True
+    fact = staticmethod(_instructions)
 
-    def __init__(self, config=None):
-        self.config = config
-
-    @staticmethod
-    def check_record(record: dict) -> str | None:
-        """What makes `record` unscorable, or None (the judge asks before it writes anything)."""
-        try:
-            _instructions(record)
-        except ValueError as exc:
-            return str(exc)
-        return None
-
-    def score(self, records: list[dict]) -> list[dict]:
-        specs = []
-        for record in records:  # every input error before any scoring
-            try:
-                specs.append(_instructions(record))
-            except ValueError as exc:
-                raise InputError(f"record {record.get('id')}: {exc}") from None
-        return [self._score_one(record, ids, kwargs) for record, (ids, kwargs) in zip(records, specs)]
+    def score_one(self, record: dict, instructions: tuple[list[str], list[dict]]) -> dict:
+        return self._score_one(record, *instructions)
 
     @staticmethod
     def summarize(rows: list[dict]) -> dict:

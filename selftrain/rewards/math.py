@@ -9,7 +9,7 @@ Runs on the main thread: math_verify's timeouts use signal.alarm.
 from __future__ import annotations
 
 from selftrain.answers import score_math
-from selftrain.errors import InputError
+from selftrain.rewards.checked import CheckedReward
 from selftrain.records import answer_text
 
 
@@ -24,27 +24,12 @@ def _expected(record: dict) -> str:
         raise ValueError(f"metadata.expected_answer: {exc}") from None
 
 
-class MathReward:
+class MathReward(CheckedReward):
     name = "rule_based/math"
-    verifiable = True
-
-    def __init__(self, config=None):
-        self.config = config
 
     @staticmethod
-    def check_record(record: dict) -> str | None:
-        """What makes `record` unscorable, or None (the judge asks before it writes anything)."""
-        try:
-            _expected(record)
-        except ValueError as exc:
-            return str(exc)
-        return None
+    def fact(record: dict) -> str:
+        return _expected(record)
 
-    def score(self, records: list[dict]) -> list[dict]:
-        expected = []
-        for record in records:  # every input error before any scoring
-            try:
-                expected.append(_expected(record))
-            except ValueError as exc:
-                raise InputError(f"record {record.get('id')}: {exc}") from None
-        return [score_math(record["response"], answer) for record, answer in zip(records, expected)]
+    def score_one(self, record: dict, answer: str) -> dict:
+        return score_math(record["response"], answer)

@@ -25,12 +25,11 @@ conflict with it (`conflicts`).
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import random
 import re
 from pathlib import Path
+
+from selftrain.tasks import split_cli, write_splits
 
 SPLITS = ("test", "judge_eval", "eft", "ift", "pool")
 MAX_TRIES = 20_000  # draws in a row that only repeat earlier prompts before the space counts as exhausted
@@ -268,54 +267,13 @@ _PHRASES = {
 }
 
 
-def _write_jsonl(path: Path, records: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
-def parse_sizes(text: str) -> dict[str, int]:
-    """"test=200,ift=100" -> {"test": 200, "ift": 100}; ValueError naming the bad item."""
-    sizes = {}
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        name, sep, value = item.partition("=")
-        if not sep or not value.strip().isdigit():
-            raise ValueError(f"--sizes: {item!r} is not <split>=<count>")
-        sizes[name.strip()] = int(value)
-    return sizes
-
-
 def write_task(out_dir: Path, sizes: dict[str, int], seed: int) -> list[Path]:
     """Write out_dir/<split>.jsonl for each split in `sizes`, atomically; return the paths."""
-    splits = generate_splits(sizes, seed)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name in SPLITS:
-        if name in sizes:
-            paths.append(out_dir / f"{name}.jsonl")
-            _write_jsonl(paths[-1], splits[name])
-    return paths
+    return write_splits(out_dir, generate_splits(sizes, seed), sizes, SPLITS)
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m selftrain.tasks.instructions",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, type=Path, help="output directory")
-    parser.add_argument("--sizes", default="test=200,pool=1000",
-                        help="comma-separated <split>=<count>; splits: " + ",".join(SPLITS))
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    try:
-        paths = write_task(args.out, parse_sizes(args.sizes), args.seed)
-    except ValueError as e:
-        parser.error(str(e))  # exits with status 2
-    for path in paths:
-        print(path)
+    split_cli(argv, "python -m selftrain.tasks.instructions", __doc__, "test=200,pool=1000", SPLITS, write_task)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,182 @@
+"""Teacher chain-of-thought distillation (seed 003): the formats every distillation stage shares.
+
+The student drafts (`Answer: <Yes/No> - <brief reasoning>` then `Questions: ...`), the teacher
+reasons about the draft in the seed's format and ends with `**YES**` / `**NO**`, and the student
+is trained on two tracks whose prompts are records for the one prompt builder (prompts.py):
+
+    Track A   question                  -> "Yes" / "No"
+    Track B   question + student draft  -> the teacher's reasoning, ending in its final assessment
+
+Track B's prompt is also Phase C's (DPO: chosen = the teacher's reply, rejected = a wrong draft) and
+evaluation's, so the model is evaluated on exactly the prompt it was trained on and writes the
+reasoning itself (the seed trained with the teacher's reasoning and evaluated with a "simplified
+reasoning context": its format mismatch). The ablations change only the draft: none, or another
+question's.
+"""
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+ANSWERS = ("yes", "no")
+
+DRAFT_INSTRUCTION = (
+    "Answer in exactly two lines:\n"
+    "Answer: <Yes or No> - <one short reason>\n"
+    "Questions: <a focused question you would check>? <your key uncertainty>?"
+)
+
+TEACHER_INSTRUCTION = (
+    "A student answered a yes/no question and wrote what it is unsure about. Teach it: reason about "
+    "its draft, then decide.\n\n"
+    "Question: {question}\n\n"
+    "Student draft:\n{draft}\n\n"
+    "Reply in exactly this format:\n"
+    "## Teaching Analysis\n[2-3 sentences on the student's approach]\n\n"
+    "## Step-by-Step Reasoning\n[numbered steps]\n\n"
+    "## Final Assessment\nBased on this analysis, the answer is: **YES** or **NO**"
+)
+
+TRACK_A_INSTRUCTION = "Answer with Yes or No."
+TRACK_B_INSTRUCTION = "Reason step by step, then end with \"the answer is: **YES**\" or \"the answer is: **NO**\"."
+
+# The teacher's final assessment: the bold verdict, nothing else counts (never guessed from prose)
+_VERDICT = re.compile(r"\*\*\s*(YES|NO)\s*\*\*", re.I)
+_ASSESSMENT = re.compile(r"^#*\s*final assessment\b", re.I | re.M)
+
+
+def expected(record: dict) -> str:
+    """The record's truth, "yes" or "no" (metadata.expected_answer)."""
+    value = str(record["metadata"]["expected_answer"]).strip().lower()
+    if value not in ANSWERS:
+        raise ValueError(f"record {record.get('id')}: expected_answer {value!r} is not yes or no")
+    return value
+
+
+def question_of(record: dict) -> str:
+    return record["prompt"]
+
+
+# --- the prompts (records for prompts.render_prompt / build_messages) ----------------------------
+
+def draft_record(record: dict) -> dict:
+    """What the student is asked to draft an answer to."""
+    return {"id": record["id"], "prompt": f"{question_of(record)}\n\n{DRAFT_INSTRUCTION}", "metadata": record["metadata"]}
+
+
+def teacher_record(record: dict, draft: str) -> dict:
+    """What the teacher is sent about one draft."""
+    return {"id": record["id"], "prompt": TEACHER_INSTRUCTION.format(question=question_of(record), draft=draft.strip()),
+            "metadata": record["metadata"]}
+
+
+def track_a_record(record: dict) -> dict:
+    return {"id": record["id"], "prompt": f"{question_of(record)}\n{TRACK_A_INSTRUCTION}", "metadata": record["metadata"]}
+
+
+def track_b_record(record: dict, draft: str | None) -> dict:
+    """Track B's prompt (and Phase C's and evaluation's); `draft=None`: the no-draft ablation."""
+    parts = [f"Question: {question_of(record)}"]
+    if draft is not None:
+        parts.append(f"Student draft:\n{draft.strip()}")
+    parts.append(TRACK_B_INSTRUCTION)
+    return {"id": record["id"], "prompt": "\n\n".join(parts), "metadata": record["metadata"]}
+
+
+# --- parsing -------------------------------------------------------------------------------------
+
+def teacher_answer(text: str) -> str | None:
+    """"yes"/"no" from the teacher's final assessment, or None (unparsable: counted, never guessed).
+
+    The verdict is the bold **YES**/**NO** after a "Final Assessment" heading when there is one,
+    else anywhere; two different verdicts there are no answer."""
+    heading = list(_ASSESSMENT.finditer(text))
+    tail = text[heading[-1].end():] if heading else text
+    verdicts = {m.group(1).lower() for m in _VERDICT.finditer(tail)}
+    return verdicts.pop() if len(verdicts) == 1 else None
+
+
+def draft_answer(text: str) -> str | None:
+    """The yes/no of a student draft (its `Answer:` line, or a bare first word), None when unclear."""
+    from selftrain.rewards.yesno import extract_yes_no
+
+    return extract_yes_no(text)
+
+
+# --- the demo's teacher: the seed's format filled from a record's facts ----------------------------
+
+def gold_teacher_reply(record: dict, draft: str) -> str:
+    """The seed's teacher format written from the record's decomposition and facts and its truth: the
+    target a local teacher is trained on (`distill.teacher_model: trained`)."""
+    truth = expected(record)
+    said = draft_answer(draft)
+    meta = record["metadata"]
+    steps = _steps(list(meta.get("decomposition") or []), list(meta.get("facts") or []), truth)
+    if said is None:
+        analysis = "The draft gives no clear yes or no."
+    elif said == truth:
+        analysis = f"The draft answers {said.capitalize()}, which is right."
+    else:
+        analysis = f"The draft answers {said.capitalize()}, but the facts say otherwise."
+    lead = meta.get("decomposition") or meta.get("facts") or []
+    if lead:
+        analysis += f" The key step is: {lead[0]}"
+    numbered = "\n".join(f"{i}. {step}" for i, step in enumerate(steps, 1))
+    return (f"## Teaching Analysis\n{analysis}\n\n## Step-by-Step Reasoning\n{numbered}\n\n"
+            f"## Final Assessment\nBased on this analysis, the answer is: **{truth.upper()}**")
+
+
+def _steps(decomposition: list[str], facts: list[str], truth: str) -> list[str]:
+    if not decomposition and not facts:
+        return [f"The answer is {truth}."]
+    if len(decomposition) == len(facts) + 1:  # sub-questions answered by the facts, the last by the verdict
+        return [f"{q} {f}" for q, f in zip(decomposition, facts)] + [f"{decomposition[-1]} {truth.capitalize()}."]
+    return facts + [f"So the answer is {truth}."]
+
+
+def shuffled(ids: list[str], seed: int) -> dict[str, str]:
+    """A derangement of `ids`, seeded: each id -> another id (whose draft it gets in the ablation)."""
+    if len(ids) < 2:
+        raise ValueError("the shuffled-draft ablation needs at least two questions")
+    order = list(ids)
+    rng = random.Random(f"selftrain-shuffled-drafts:{seed}")
+    rng.shuffle(order)
+    return {a: b for a, b in zip(order, order[1:] + order[:1])}  # a cycle: nobody keeps its own
+
+
+# --- which questions -----------------------------------------------------------------------------
+
+TRAINED_TEACHER = "trained"  # distill.teacher_model: the teacher this run trains (teacher_run_dir)
+
+
+def teacher_run_dir(run_dir) -> Path:
+    """Where a run trains its own teacher (`teacher_model: trained`): a run of its own inside the run."""
+    return Path(run_dir) / "teacher"
+
+
+def questions(config, split: str) -> list[dict]:
+    """The questions of a split: `distill.dataset` (StrategyQA) or the built-in yesno task."""
+    if config.distill.dataset:
+        from selftrain.tasks.strategyqa import load_strategyqa
+
+        return load_strategyqa(config.distill.dataset, split)
+    from selftrain.data import load_task_split
+
+    return load_task_split(config, split)
+
+
+def drafted_questions(config) -> dict[str, list[dict]]:
+    """Per split, the questions the student drafts: `train_samples` training questions (a seeded sample,
+    0: all), the dev questions a trained teacher learns from, every test question."""
+    train = questions(config, "train")
+    n = config.distill.train_samples
+    if n and n < len(train):
+        train = random.Random(f"selftrain-distill-train:{config.seed}").sample(train, n)
+    out = {"train": train}
+    if config.distill.teacher_model == TRAINED_TEACHER:
+        out["dev"] = questions(config, "dev")[: config.distill.teacher_train_questions]
+    out["test"] = questions(config, "test")
+    if config.eval_max_samples:
+        out["test"] = out["test"][: config.eval_max_samples]
+    return out

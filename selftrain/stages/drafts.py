@@ -1,0 +1,81 @@
+"""drafts.py: the student's drafts (seed 003): `Answer: <Yes/No> - <brief reasoning>` then `Questions: ...`.
+
+The student (the base model) drafts every question the run uses, in one resumable stage: the
+training questions the teacher will see (`distill.train_samples`), the dev questions a trained
+teacher learns from (`distill.teacher_model: trained`) and the test questions (Track B's and
+Phase C's prompt holds the draft, so evaluation needs the student's draft of each test question,
+written the same way). Output records (appended one by one):
+    id (the question's id), split, prompt, metadata (expected_answer, facts, decomposition),
+    prompt_text (the rendered draft prompt), response (the draft), finish_reason, num_tokens,
+    generator, draft_answer ("yes" / "no" / null: no clear answer).
+
+  python drafts.py --run_dir results/distill --iteration 0
+"""
+from __future__ import annotations
+
+from selftrain.cli import base_parser, resolve_config, run
+from selftrain.config import Config
+from selftrain.distill import draft_answer, draft_record, drafted_questions
+from selftrain.generation.base import SamplingParams
+from selftrain.generation.jobs import open_backend, run_jobs, stage_seed
+from selftrain.logging import log
+from selftrain.metrics import counts
+from selftrain.prompts import PromptSpec, build_messages, render_prompt
+from selftrain.records import JsonlAppender, read_jsonl, reorder_jsonl, write_jsonl_atomic
+from selftrain.runs import open_stage
+
+
+def write_drafts(config: Config, model_name: str, output_path) -> dict:
+    spec = PromptSpec.from_config(config)
+    by_split = drafted_questions(config)
+    backend, tokenizer = open_backend(config, model_name, spec, batch_size=config.batch_size, role="sample")
+    jobs = []
+    for split, records in by_split.items():
+        for record in records:
+            asked = draft_record(record)
+            jobs.append({"id": record["id"], "split": split, "prompt": record["prompt"], "metadata": record["metadata"],
+                         "generator": model_name, "prompt_text": render_prompt(tokenizer, asked, spec),
+                         "_messages": build_messages(asked, spec)})
+    d = config.distill
+    params = SamplingParams(d.draft_temperature, config.top_p, config.top_k, d.draft_max_new_tokens)
+    log(f"drafts: {', '.join(f'{len(v)} {k}' for k, v in by_split.items())} questions -> {output_path}")
+    with backend, JsonlAppender(output_path) as appender:
+        metrics = run_jobs(backend, jobs, appender, params, stage_seed(config, 0))
+    reorder_jsonl(output_path, [job["id"] for job in jobs])
+    rows = [dict(r, draft_answer=draft_answer(r["response"])) for r in read_jsonl(output_path)]
+    write_jsonl_atomic(output_path, rows)
+    metrics.update(draft_metrics(rows))
+    log(f"drafts: {metrics}")
+    return metrics
+
+
+def draft_metrics(rows: list[dict]) -> dict:
+    """Per split: questions, the drafts' accuracy, their yes/no/unclear shares, the truth's class counts."""
+    from selftrain.distill import expected
+
+    out = {}
+    for split in dict.fromkeys(r["split"] for r in rows):
+        part = [r for r in rows if r["split"] == split]
+        said = counts([{"said": str(r["draft_answer"]).lower()} for r in part], "said")
+        out[split] = {"questions": len(part), "truth": counts(part, "answer"),
+                      "draft_answers": {"yes": said.get("yes", 0), "no": said.get("no", 0), "unclear": said.get("none", 0)},
+                      "draft_accuracy": round(sum(r["draft_answer"] == expected(r) for r in part) / len(part), 4),
+                      "truncated": sum(r["finish_reason"] == "length" for r in part)}
+    return out
+
+
+def main(argv=None):
+    p = base_parser(__doc__)
+    p.add_argument("--model", help="the student that drafts (default: base_model_path)")
+    p.add_argument("--output", help="drafts JSONL (by hand)")
+    args = p.parse_args(argv)
+    config = resolve_config(args, {})
+    stage = open_stage(args, "drafts", default="data/student_drafts.jsonl")
+    if stage.done():
+        return
+    model = args.model or config.base_model_path
+    stage.finish(config, write_drafts(config, model, stage.path), {"student": model})
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,186 @@
+"""teacher.py: the teacher reasons about every training draft (seed 003's GPT-4 step).
+
+Each draft of the training split goes to the teacher with the seed's format (teaching analysis,
+numbered steps, `## Final Assessment ... **YES**/**NO**`) through a generation backend:
+`distill.teacher_generation` (`backend: openai` + `base_url` for a paid API or a local vLLM /
+llama.cpp server, `api: chat` for chat models; any local backend for a checkpoint). The teacher is
+`distill.teacher_model` (for a server, the name it knows; `trained`: the run's own teacher).
+
+Append-only and resumable: a reply is on disk the moment it arrives and a rerun sends only the
+drafts without one, so after a kill -9 no answered request is sent again. The marker counts this
+run's requests, prompt and completion tokens (the server's `usage`) and an estimated cost from
+`distill.price_input_per_mtok` / `price_output_per_mtok`. `distill.dry_run` (the seed's DRY_RUN)
+sends nothing: it prints what would be sent and its estimated tokens and cost, and writes nothing.
+A teacher behind a remote URL needs its key (`teacher_generation.api_key_env`, OPENAI_API_KEY by
+default), checked before any request; the key is never written or logged.
+Output records: id, prompt_id (the question), prompt_text (the teacher prompt as rendered),
+response (the teacher's reply), finish_reason, num_tokens, teacher, teacher_answer (yes / no / null).
+
+  python teacher.py --run_dir results/distill --iteration 1
+  python teacher.py --input data/student_drafts.jsonl --output data/teacher_outputs.jsonl
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from selftrain.cli import base_parser, resolve_config, run
+from selftrain.config import Config
+from selftrain.distill import TRAINED_TEACHER, teacher_answer, teacher_record, teacher_run_dir
+from selftrain.errors import InputError
+from selftrain.generation.base import SamplingParams
+from selftrain.generation.jobs import run_jobs, stage_seed
+from selftrain.generation.openai_compat import LOOPBACK
+from selftrain.http import key_from_env
+from selftrain.logging import log
+from selftrain.prompts import PromptSpec, build_messages, render_prompt
+from selftrain.records import JsonlAppender, iter_jsonl, read_jsonl, reorder_jsonl, write_jsonl_atomic
+from selftrain.runs import model_dir, open_stage
+
+TEACHER_SEED = 104_729  # the teacher's draws differ from the student's of the same iteration
+
+
+def teacher_name(config: Config, run_dir) -> str:
+    name = config.distill.teacher_model
+    if not name:
+        raise InputError("distill.teacher_model: missing: name the teacher (a checkpoint, a hub id, the model a "
+                         "server serves, or 'trained' for the run's own teacher)")
+    if name == TRAINED_TEACHER:
+        if not run_dir:
+            raise InputError("distill.teacher_model 'trained' is the teacher a run trains: give --run_dir")
+        return str(model_dir(teacher_run_dir(run_dir), 1))
+    return name
+
+
+def teacher_config(config: Config) -> Config:
+    """The config the teacher's backend reads: `generation` is the teacher's."""
+    return dataclasses.replace(config, generation=config.distill.teacher_generation)
+
+
+def check_key(config: Config) -> None:
+    """A teacher behind a remote server needs its key: refuse before anything is sent."""
+    d, gen = config.distill, config.distill.teacher_generation
+    if gen.backend != "openai" or gen.server or d.teacher_requires_key == "never":
+        return
+    remote = (urlsplit(gen.base_url).hostname or "") not in LOOPBACK
+    if (d.teacher_requires_key == "always" or remote) and not key_from_env(gen.api_key_env):
+        raise InputError(f"distill.teacher_generation.api_key_env: ${gen.api_key_env} is not set: the teacher at "
+                         f"{gen.base_url} needs a key (export it; nothing was sent)")
+
+
+def read_drafts(path) -> list[dict]:
+    rows = []
+    for lineno, r in iter_jsonl(path):
+        for key in ("id", "prompt", "response"):
+            if not isinstance(r.get(key), str):
+                raise InputError(f"{path}:{lineno}: {key}: missing or not a string (is this a drafts file?)")
+        if not isinstance(r.get("metadata"), dict) or "expected_answer" not in r["metadata"]:
+            raise InputError(f"{path}:{lineno}: metadata.expected_answer: missing")
+        rows.append(r)
+    if not rows:
+        raise InputError(f"{path}: file is empty (no drafts)")
+    return rows
+
+
+def teacher_jobs(config: Config, drafts: list[dict], tokenizer, teacher: str) -> list[dict]:
+    """One request per training draft (drafts of other splits are the student's own business)."""
+    spec = PromptSpec(config.distill.teacher_system_prompt, 0, "", True)
+    jobs = []
+    for draft in drafts:
+        if draft.get("split", "train") != "train":
+            continue
+        asked = teacher_record(draft, draft["response"])
+        jobs.append({"id": draft["id"], "prompt_id": draft["id"], "teacher": teacher,
+                     "prompt_text": render_prompt(tokenizer, asked, spec) if tokenizer is not None else asked["prompt"],
+                     "_messages": build_messages(asked, spec)})
+    if not jobs:
+        raise InputError("teacher: the drafts hold no training-split draft to send")
+    return jobs
+
+
+def estimated_cost(config: Config, prompt_tokens: int, completion_tokens: int) -> float:
+    d = config.distill
+    return round((prompt_tokens * d.price_input_per_mtok + completion_tokens * d.price_output_per_mtok) / 1e6, 6)
+
+
+def dry_run(config: Config, jobs: list[dict], done: set[str], output_path, tokenizer) -> dict:
+    """What a real run would send (the jobs not on disk) and its estimated tokens: nothing is sent or written."""
+    todo = [job for job in jobs if job["id"] not in done]
+    if not todo:
+        raise InputError(f"distill.dry_run: nothing would be sent: all {len(jobs)} teacher replies are already in "
+                         f"{output_path}")
+    if tokenizer is not None:
+        prompt_tokens = sum(len(tokenizer(job["prompt_text"], add_special_tokens=False)["input_ids"]) for job in todo)
+        how = "the prompts counted with the teacher's own tokenizer"
+    else:
+        prompt_tokens = sum(len(m["content"]) for job in todo for m in job["_messages"]) // 4
+        how = "about 4 characters per token (the teacher's tokenizer is not here)"
+    most = len(todo) * config.distill.teacher_max_tokens
+    print(f"dry run: would send {len(todo)} requests ({len(jobs) - len(todo)} already answered) to "
+          f"{config.distill.teacher_model}; estimated prompt tokens {prompt_tokens} ({how}), completion tokens "
+          f"at most {most}; estimated cost at most ${estimated_cost(config, prompt_tokens, most):.4f}")
+    print("first request:\n" + json.dumps({"messages": todo[0]["_messages"]}, indent=1, ensure_ascii=False))
+    return {"would_send": len(todo), "estimated_prompt_tokens": prompt_tokens, "max_completion_tokens": most}
+
+
+def ask_teacher(config: Config, drafts_path, output_path, run_dir=None) -> dict | None:
+    """Teacher replies for every training draft into `output_path`; the metrics (None after a dry run)."""
+    from selftrain.generation import get_backend
+    from selftrain.models import load_tokenizer
+
+    drafts = read_drafts(drafts_path)
+    teacher = teacher_name(config, run_dir)
+    local = Path(teacher).is_dir() or config.distill.teacher_generation.backend != "openai"
+    tokenizer = load_tokenizer(teacher) if local else None  # an API teacher is sent chat messages
+    if not local and config.distill.teacher_generation.api != "chat":
+        raise InputError("distill.teacher_generation.api: 'completions' sends a prompt rendered with the teacher's "
+                         f"own chat template, which is not here for {teacher!r}: use api: chat")
+    jobs = teacher_jobs(config, drafts, tokenizer, teacher)
+    if config.distill.dry_run:
+        done = {r["id"] for r in read_jsonl(output_path, allow_empty=True)} if Path(output_path).is_file() else set()
+        dry_run(config, jobs, done, output_path, tokenizer)
+        return None
+    check_key(config)
+    d = config.distill
+    params = SamplingParams(d.teacher_temperature, 1.0, 0, d.teacher_max_tokens)
+    spec = PromptSpec(d.teacher_system_prompt, 0, "", True)
+    backend = get_backend(teacher_config(config), teacher, spec, batch_size=config.batch_size, role="sample")
+    log(f"teacher {teacher}: {len(jobs)} drafts -> {output_path}")
+    with backend, JsonlAppender(output_path) as appender:
+        metrics = run_jobs(backend, jobs, appender, params, stage_seed(config, 1) + TEACHER_SEED)
+    reorder_jsonl(output_path, [job["id"] for job in jobs])
+    rows = [dict(r, teacher_answer=teacher_answer(r["response"]) if r["finish_reason"] == "stop" else None)
+            for r in read_jsonl(output_path)]
+    write_jsonl_atomic(output_path, rows)
+    metrics.update(estimated_cost_usd=estimated_cost(config, metrics["prompt_tokens"], metrics["generated_tokens"]),
+                   replies=len(rows), unparsable=sum(r["teacher_answer"] is None for r in rows),
+                   truncated=sum(r["finish_reason"] == "length" for r in rows))
+    log(f"teacher: {metrics}")
+    return metrics
+
+
+def main(argv=None):
+    p = base_parser(__doc__)
+    p.add_argument("--input", help="drafts JSONL (default in a run: iteration 0's drafts)")
+    p.add_argument("--output", help="teacher replies JSONL (default by hand: data/teacher_outputs.jsonl)")
+    args = p.parse_args(argv)
+    config = resolve_config(args, {})
+    drafts = Path(args.input) if args.input else None
+    if drafts is None and args.run_dir:
+        from selftrain.runs import finished_output
+
+        drafts = finished_output(args.run_dir, 0, "drafts")
+    if drafts is None:
+        raise InputError("teacher: give --input (the drafts), or --run_dir")
+    stage = open_stage(args, "teacher", default="data/teacher_outputs.jsonl")
+    if stage.done():
+        return
+    metrics = ask_teacher(config, drafts, stage.path, args.run_dir)
+    if metrics is not None:
+        stage.output.finish(config, metrics, {"input": str(drafts), "teacher": teacher_name(config, args.run_dir)})
+
+
+if __name__ == "__main__":
+    run(main)

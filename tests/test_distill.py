@@ -1,0 +1,226 @@
+"""Distillation (seed 003) without a model: the teacher's verdict parser, the prompts (trained = evaluated),
+class balance after filtering, the pairs, the seed's `.env` names, the key check and the dry run."""
+from __future__ import annotations
+
+
+import pytest
+
+from selftrain.config import load_config
+from selftrain.distill import (gold_teacher_reply, shuffled, teacher_answer, track_a_record, track_b_record)
+from selftrain.errors import InputError
+from selftrain.prompts import PromptSpec, render_prompt
+from selftrain.stages.distill_data import example, pairs, to_ratio, track_b, validate_teacher
+from selftrain.stages.distill_eval import variant_records
+from selftrain.stages.teacher import check_key, dry_run
+
+TEACHER = ("## Teaching Analysis\nThe student multiplied first, which is the right start.\n\n"
+           "## Step-by-Step Reasoning\n1. 17 * 4 = 68.\n2. 68 is more than 60.\n\n"
+           "## Final Assessment\nBased on this analysis, the answer is: **YES**")
+
+
+def question(i: int, answer: str, **meta) -> dict:
+    return {"id": f"q{i}", "prompt": f"Is {i} * 4 more than 60?",
+            "metadata": {"expected_answer": answer, "facts": [f"{i} * 4 = {i * 4}"],
+                         "decomposition": [f"What is {i} * 4?", f"Is {i * 4} more than 60?"], **meta}}
+
+
+# --- the teacher's verdict ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, verdict", [
+    (TEACHER, "yes"),
+    (TEACHER.replace("**YES**", "**NO**"), "no"),
+    (TEACHER.replace("**YES**", "** yes **"), "yes"),
+    # a bold word quoted before the assessment does not count once the assessment has its own
+    ("The student wrote **NO**.\n## Final Assessment\nthe answer is: **YES**", "yes"),
+    ("## Teaching Analysis\nThe answer is clearly yes.", None),  # prose is never guessed
+    ("## Final Assessment\nthe answer is: YES", None),  # not the bold verdict
+    ("## Final Assessment\n**YES** or **NO**", None),  # both: no verdict
+    ("", None),
+])
+def test_teacher_answer_takes_only_the_bold_final_verdict(text, verdict):
+    assert teacher_answer(text) == verdict
+
+
+def test_gold_teacher_reply_is_the_seed_format_and_parses_to_the_truth():
+    for answer, draft in (("yes", "Answer: No - 17 * 4 is small\nQuestions: what is 17 * 4?"),
+                          ("no", "Answer: No - it is small\nQuestions: ?")):
+        reply = gold_teacher_reply(question(17, answer), draft)
+        assert reply.startswith("## Teaching Analysis\n") and "## Step-by-Step Reasoning\n1. What is 17 * 4? 17 * 4 = 68" in reply
+        assert teacher_answer(reply) == answer
+    assert "but the facts say otherwise" in gold_teacher_reply(question(17, "yes"), "Answer: No - x")
+    assert "which is right" in gold_teacher_reply(question(17, "no"), "Answer: No - x")
+
+
+# --- one prompt for training and evaluation ---------------------------------------------------------
+
+def test_track_b_training_and_evaluation_prompts_are_the_same_text(smol_tokenizer_dir):
+    from selftrain.models import load_tokenizer
+
+    tokenizer = load_tokenizer(smol_tokenizer_dir)
+    spec = PromptSpec("You are careful.", 0, "", True)
+    draft = "Answer: Yes - 68 > 60\nQuestions: is 17 * 4 = 68?"
+    kept = [{**question(17, "yes"), "draft": draft, "draft_answer": "yes", "teacher_response": TEACHER}]
+    (trained,), _ = track_b(kept, tokenizer, spec)
+    tests = [{**question(17, "yes"), "response": draft}, {**question(3, "no"), "response": "Answer: No - 12"}]
+    evaluated = render_prompt(tokenizer, variant_records("b", tests, 0)[0], spec)
+    assert trained["prompt_text"] == evaluated  # identical up to the answer
+    assert draft in evaluated and "Question: Is 17 * 4 more than 60?" in evaluated
+    assert trained["response"] == TEACHER
+    no_draft = render_prompt(tokenizer, variant_records("no_draft", tests, 0)[0], spec)
+    assert draft not in no_draft and no_draft.replace("\n\n", "") != evaluated.replace("\n\n", "")
+    swapped = variant_records("shuffled", tests, 0)
+    assert "Answer: No - 12" in swapped[0]["prompt"] and draft in swapped[1]["prompt"]
+    a = render_prompt(tokenizer, variant_records("a", tests, 0)[0], spec)
+    assert a == render_prompt(tokenizer, track_a_record(question(17, "yes")), spec)
+
+
+def test_shuffled_drafts_never_keep_their_own_and_are_seeded():
+    ids = [f"q{i}" for i in range(9)]
+    mapping = shuffled(ids, 0)
+    assert sorted(mapping) == ids and sorted(mapping.values()) == ids
+    assert all(a != b for a, b in mapping.items())
+    assert mapping == shuffled(ids, 0) and mapping != shuffled(ids, 1)
+    with pytest.raises(ValueError):
+        shuffled(["q0"], 0)
+
+
+# --- filtering and class balance -----------------------------------------------------------------
+
+def skewed_agreement(n_each: int = 50) -> tuple[list[dict], list[dict]]:
+    """50 yes and 50 no questions; the teacher is right on 90% of the no's and 40% of the yes's."""
+    drafts, replies = [], []
+    for i in range(2 * n_each):
+        truth = "yes" if i < n_each else "no"
+        right = (i % 10 < 4) if truth == "yes" else (i % 10 < 9)
+        said = truth if right else ("no" if truth == "yes" else "yes")
+        drafts.append({**question(i, truth), "response": "Answer: No - draft", "draft_answer": "no", "split": "train"})
+        replies.append({"id": f"q{i}", "prompt_id": f"q{i}", "response": TEACHER.replace("YES", said.upper()),
+                        "teacher_answer": said, "finish_reason": "stop"})
+    return drafts, replies
+
+
+def test_filtering_without_balance_skews_the_classes_and_balance_by_answer_keeps_the_ratio():
+    drafts, replies = skewed_agreement()
+    off = load_config(None, {"method": "distill", "task": {"name": "yesno"}, "balance_by": "",
+                             "reward_config": {"type": "rule_based", "rule_type": "yesno"}})
+    kept, m = validate_teacher(off, drafts, replies)
+    assert m["classes_before"] == {"no": 50, "yes": 50}
+    assert m["classes_kept"] == m["classes_filtered"] == {"no": 45, "yes": 20}  # 31/69: the seed's skew
+    assert m["teacher_agreement"] == 0.65 and m["unparsable"] == 0
+    on = load_config(None, {"method": "distill", "task": {"name": "yesno"},
+                            "reward_config": {"type": "rule_based", "rule_type": "yesno"}})
+    assert on.balance_by == "answer"  # the method's default
+    kept, m = validate_teacher(on, drafts, replies)
+    assert m["classes_filtered"] == {"no": 45, "yes": 20}
+    assert m["classes_kept"] == {"no": 20, "yes": 20} and m["ratio_kept"] == "50/50"
+    assert all(r["teacher_answer"] == r["metadata"]["expected_answer"] for r in kept)
+
+
+def test_to_ratio_restores_the_reference_ratio_down_and_up():
+    rows = [question(i, "yes") for i in range(30)] + [question(100 + i, "no") for i in range(60)]
+    down = to_ratio(rows, {"yes": 45, "no": 55}, "downsample", 0)
+    counts = {c: sum(r["metadata"]["expected_answer"] == c for r in down) for c in ("yes", "no")}
+    assert counts == {"yes": 30, "no": 37}  # 30 / 45 * 55 = 36.7
+    up = to_ratio(rows, {"yes": 50, "no": 50}, "upsample", 0)
+    assert sum(r["metadata"]["expected_answer"] == "yes" for r in up) == 60
+    assert len({r["id"] for r in up}) == len(up)  # repeated rows get their own ids
+    assert to_ratio(rows, {"yes": 50, "no": 50}, "downsample", 0) == to_ratio(rows, {"yes": 50, "no": 50}, "downsample", 0)
+
+
+def test_unparsable_and_cut_off_teacher_replies_are_counted_never_kept():
+    drafts, replies = skewed_agreement(5)
+    replies[0] = {**replies[0], "response": "The answer is yes.", "teacher_answer": None}
+    replies[1] = {**replies[1], "finish_reason": "length", "teacher_answer": None}
+    config = load_config(None, {"method": "distill", "task": {"name": "yesno"}, "balance_by": "",
+                                "reward_config": {"type": "rule_based", "rule_type": "yesno"}})
+    kept, m = validate_teacher(config, drafts, replies)
+    assert m["unparsable"] == 2 and m["truncated"] == 1
+    assert {"q0", "q1"}.isdisjoint(r["id"] for r in kept)
+
+
+def test_pairs_are_wrong_drafts_against_the_teachers_reply(smol_tokenizer_dir):
+    from selftrain.models import load_tokenizer
+
+    tokenizer = load_tokenizer(smol_tokenizer_dir)
+    spec = PromptSpec("You are careful.", 0, "", True)
+    config = load_config(None, {"method": "distill", "task": {"name": "yesno"}, "balance_by": "",
+                                "reward_config": {"type": "rule_based", "rule_type": "yesno"}})
+    kept = [{**question(1, "yes"), "draft": "Answer: No - small", "draft_answer": "no", "teacher_response": TEACHER},
+            {**question(2, "yes"), "draft": "Answer: Yes - big", "draft_answer": "yes", "teacher_response": TEACHER},
+            {**question(3, "yes"), "draft": "I am not sure", "draft_answer": None, "teacher_response": TEACHER}]
+    rows, m = pairs(config, kept, tokenizer, spec)
+    assert [r["id"] for r in rows] == ["q1", "q3"] and m["unclear_drafts"] == 1
+    assert rows[0]["chosen"] == TEACHER and rows[0]["rejected"] == "Answer: No - small"
+    assert rows[0]["prompt"] == example(kept[0], track_b_record(kept[0], kept[0]["draft"]), "", tokenizer, spec)["prompt_text"]
+    with pytest.raises(InputError, match="no preference to learn"):
+        pairs(config, kept[1:2], tokenizer, spec)
+
+
+# --- the seed's .env names, the key, the dry run -----------------------------------------------------
+
+def test_seed_env_names_override_the_config_for_method_distill(monkeypatch, tmp_path):
+    path = tmp_path / "d.yaml"
+    path.write_text("method: distill\ntask: {name: yesno}\nreward_config: {type: rule_based, rule_type: yesno}\n"
+                    "distill: {train_samples: 50, teacher_model: gpt-x}\n")
+    for name, value in {"TRAIN_SAMPLES": "200", "RANDOM_SEED": "42", "GPT4_MODEL": "gpt-4.1-nano-2025-04-14",
+                        "GPT4_MAX_TOKENS": "150", "GPT4_TEMPERATURE": "0.3", "DRY_RUN": "True", "USE_4BIT": "False",
+                        "MAX_NEW_TOKENS": "35"}.items():
+        monkeypatch.setenv(name, value)
+    c = load_config(path)
+    d = c.distill
+    assert (d.train_samples, c.seed, d.teacher_model, d.teacher_max_tokens, d.teacher_temperature, d.dry_run,
+            d.draft_max_new_tokens, c.training_method) == (200, 42, "gpt-4.1-nano-2025-04-14", 150, 0.3, True, 35, "lora")
+    assert load_config(path, {"distill.train_samples": 7}).distill.train_samples == 7  # --set wins
+    monkeypatch.setenv("TRAIN_SAMPLES", "many")
+    with pytest.raises(InputError, match="train_samples"):
+        load_config(path)
+    other = tmp_path / "s.yaml"
+    other.write_text("method: star\n")
+    monkeypatch.setenv("TRAIN_SAMPLES", "200")
+    assert load_config(other).distill.train_samples == 200  # the default: other methods ignore the names
+    monkeypatch.setenv("RANDOM_SEED", "42")
+    assert load_config(other).seed == 0
+
+
+def remote_teacher(url: str, **distill) -> object:
+    return load_config(None, {"method": "distill", "task": {"name": "yesno"},
+                              "reward_config": {"type": "rule_based", "rule_type": "yesno"},
+                              "distill": {"teacher_model": "gpt-x", "teacher_generation": {
+                                  "backend": "openai", "base_url": url, "api": "chat", "api_key_env": "TEST_TEACHER_KEY"},
+                                  **distill}})
+
+
+def test_a_remote_teacher_without_its_key_is_refused_before_anything_is_sent(monkeypatch):
+    monkeypatch.delenv("TEST_TEACHER_KEY", raising=False)
+    with pytest.raises(InputError, match=r"\$TEST_TEACHER_KEY is not set.*nothing was sent"):
+        check_key(remote_teacher("https://api.example.com/v1"))
+    check_key(remote_teacher("http://127.0.0.1:8000/v1"))  # a local server needs none
+    with pytest.raises(InputError):
+        check_key(remote_teacher("http://127.0.0.1:8000/v1", teacher_requires_key="always"))
+    monkeypatch.setenv("TEST_TEACHER_KEY", "sk-x")
+    check_key(remote_teacher("https://api.example.com/v1"))
+
+
+def test_dry_run_prints_what_would_be_sent_and_refuses_when_nothing_would_be(capsys, tmp_path):
+    config = remote_teacher("https://api.example.com/v1", dry_run=True, price_input_per_mtok=2.0,
+                            price_output_per_mtok=8.0, teacher_max_tokens=100)
+    jobs = [{"id": f"q{i}", "prompt_text": "x", "_messages": [{"role": "user", "content": "a" * 400}]} for i in range(3)]
+    out = dry_run(config, jobs, {"q0"}, tmp_path / "t.jsonl", None)
+    assert out == {"would_send": 2, "estimated_prompt_tokens": 200, "max_completion_tokens": 200}
+    printed = capsys.readouterr().out
+    assert "would send 2 requests (1 already answered)" in printed and "$0.0020" in printed
+    assert not (tmp_path / "t.jsonl").exists()
+    with pytest.raises(InputError, match="nothing would be sent"):
+        dry_run(config, jobs, {"q0", "q1", "q2"}, tmp_path / "t.jsonl", None)
+
+
+def test_distill_config_refuses_other_rewards_and_tasks():
+    from selftrain.checks import check_runnable
+
+    with pytest.raises(InputError, match="rule_type: yesno"):
+        check_runnable(load_config(None, {"method": "distill", "task": {"name": "yesno"}}))
+    with pytest.raises(InputError, match="task yesno"):
+        check_runnable(load_config(None, {"method": "distill", "balance_by": "",
+                                          "reward_config": {"type": "rule_based", "rule_type": "yesno"}}))
+    with pytest.raises(InputError, match="distill.teacher_generation.base_url"):
+        load_config(None, {"distill": {"teacher_generation": {"backend": "openai"}}})

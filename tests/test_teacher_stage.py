@@ -1,0 +1,196 @@
+"""The teacher stage (teacher.py) through real HTTP: a fake OpenAI-compatible server on loopback that
+fails, rate-limits and answers garbage (tests/openai_fake.py, in a thread of this process, so every
+request is seen).
+
+Covered: a stage killed with SIGKILL midway resumes without losing, duplicating or re-asking a draft;
+429 and 500 are retried; a garbage reply stops the stage with one line and a rerun completes; the key
+reaches the server and no file, log or error; token usage and the estimated cost are in the record.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from openai_fake import fake_servers  # tests/ is on sys.path
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "distill_tiny.yaml"
+SECRET = "sk-teacher-SECRET-XYZ"
+TIMEOUT = 120
+N = 8
+VERDICT = ("## Teaching Analysis\nThe student tried.\n\n## Step-by-Step Reasoning\n1. Look.\n\n"
+           "## Final Assessment\nBased on this analysis, the answer is: **{}**")
+
+
+def question_text(i: int) -> str:
+    return f"Is {i + 11} * 4 more than 60?"
+
+
+@pytest.fixture
+def drafts(tmp_path) -> Path:
+    path = tmp_path / "student_drafts.jsonl"
+    rows = [{"id": f"q{i}", "split": "train", "prompt": question_text(i),
+             "metadata": {"expected_answer": "yes" if i % 2 == 0 else "no"},
+             "response": f"Answer: No - draft {i}\nQuestions: what is {i + 11} * 4?", "draft_answer": "no"}
+            for i in range(N)] + [{"id": "t0", "split": "test", "prompt": question_text(99),
+                                   "metadata": {"expected_answer": "yes"}, "response": "Answer: Yes - x"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def stage_env(weightless_env):
+    """No model weights (an API teacher needs none), the teacher's key in TEACHER_KEY."""
+    return {**weightless_env, "TEACHER_KEY": SECRET}
+
+
+def command(drafts: Path, output: Path, url: str, *extra: str) -> list[str]:
+    return [sys.executable, "teacher.py", "--config", str(CONFIG), "--input", str(drafts), "--output", str(output),
+            "--set", "distill.teacher_model=gpt-test", "--set", "distill.teacher_generation.backend=openai",
+            "--set", f"distill.teacher_generation.base_url={url}", "--set", "distill.teacher_generation.api=chat",
+            "--set", "distill.teacher_generation.api_key_env=TEACHER_KEY",
+            "--set", "distill.teacher_generation.max_retries=3", "--set", "distill.teacher_requires_key=always",
+            "--set", "distill.price_input_per_mtok=2.0", "--set", "distill.price_output_per_mtok=8.0", *extra]
+
+
+def run_stage(drafts, output, url, env, *extra) -> subprocess.CompletedProcess:
+    return subprocess.run(command(drafts, output, url, *extra), cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT)
+
+
+def which(body: dict) -> str:
+    """The draft a request is about (its question is in the prompt)."""
+    text = body["messages"][-1]["content"]
+    return next(f"q{i}" for i in range(N) if question_text(i) in text)
+
+
+def teacher_reply(body: dict) -> tuple[int, dict, str]:
+    i = int(which(body)[1:])
+    verdict = "YES" if i % 3 else "NO"
+    return 200, {}, json.dumps({"id": "c", "object": "chat.completion", "model": body["model"],
+                                "choices": [{"index": 0, "finish_reason": "stop",
+                                             "message": {"role": "assistant", "content": VERDICT.format(verdict)}}],
+                                "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}})
+
+
+def lines(path: Path) -> list[str]:
+    if not path.is_file():
+        return []
+    data = path.read_bytes()
+    return data[:data.rfind(b"\n") + 1].decode().splitlines()
+
+
+def error_line(result) -> str:
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1 and result.stderr.splitlines()[-1] == errors[0], result.stderr[-3000:]
+    return errors[0]
+
+
+def check_finished(output: Path) -> list[dict]:
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"q{i}" for i in range(N)]  # every training draft once, in order; no test draft
+    for r in rows:
+        assert r["teacher_answer"] == ("yes" if int(r["id"][1:]) % 3 else "no")
+        assert r["teacher"] == "gpt-test" and "Student draft:\nAnswer: No - draft" in r["prompt_text"]
+    return rows
+
+
+def test_a_teacher_stage_killed_midway_resumes_without_losing_repeating_or_re_asking(stage_env, drafts, tmp_path):
+    served, release, lock = [], threading.Event(), threading.Lock()
+
+    def reply(n, path, body, headers):
+        with lock:
+            hold = len(served) >= 3
+            if not hold:
+                served.append(which(body))
+        if hold:
+            release.wait(TIMEOUT)
+        return teacher_reply(body)
+
+    output = tmp_path / "teacher_outputs.jsonl"
+    with fake_servers() as start:
+        server = start(reply)
+        proc = subprocess.Popen(command(drafts, output, server.url), cwd=REPO, env=stage_env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + TIMEOUT
+        while len(lines(output)) < 3:
+            assert proc.poll() is None and time.monotonic() < deadline, "the stage ended early or hung"
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL
+        on_disk = [json.loads(line)["id"] for line in lines(output)]
+        assert sorted(on_disk) == sorted(served)
+        release.set()
+        before = len(server.calls)
+        result = run_stage(drafts, output, server.url, stage_env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"resuming: 3 of {N} already written, {N - 3} to go" in result.stderr
+        again = [which(body) for _, _, body in server.calls[before:]]
+        assert sorted(again) == sorted(set(f"q{i}" for i in range(N)) - set(on_disk))  # the rest, each once
+        check_finished(output)
+        assert all(headers["authorization"] == f"Bearer {SECRET}" for _, headers, _ in server.calls)
+    record = json.loads(output.with_name("teacher_outputs.config.json").read_text())["metrics"]
+    assert record["generated"] == N - 3 and record["skipped_existing"] == 3
+    assert record["prompt_tokens"] == 100 * (N - 3) and record["generated_tokens"] == 20 * (N - 3)
+    assert record["estimated_cost_usd"] == round((100 * 2.0 + 20 * 8.0) * (N - 3) / 1e6, 6)
+    assert record["unparsable"] == 0 and record["replies"] == N
+    for path in tmp_path.rglob("*"):
+        assert not path.is_file() or b"SECRET-XYZ" not in path.read_bytes(), path
+    assert "SECRET-XYZ" not in result.stderr + result.stdout
+
+
+def test_429_and_500_are_retried_and_garbage_stops_the_stage_until_a_rerun_completes(stage_env, drafts, tmp_path):
+    healthy = threading.Event()
+
+    def reply(n, path, body, headers):
+        if n == 0:
+            return 429, {"Retry-After": "0"}, json.dumps({"error": {"message": "rate limited"}})
+        if n == 1:
+            return 500, {}, json.dumps({"error": {"message": "boom"}})
+        if not healthy.is_set() and which(body) == "q5":
+            return 200, {}, "this is not json"
+        return teacher_reply(body)
+
+    output = tmp_path / "teacher_outputs.jsonl"
+    with fake_servers() as start:
+        server = start(reply)
+        result = run_stage(drafts, output, server.url, stage_env, "--set", "distill.teacher_generation.max_concurrency=1")
+        error = error_line(result)
+        assert "q5" in error and "SECRET-XYZ" not in result.stderr
+        # both faults hit q0's call: the client retries it twice
+        assert "request q0: HTTP 429; retry 1/3" in result.stderr and "request q0: HTTP 500; retry 2/3" in result.stderr
+        kept = [json.loads(line)["id"] for line in lines(output)]
+        assert "q5" not in kept and len(kept) == len(set(kept)) == 5  # q0..q4 answered in order, one at a time
+        healthy.set()
+        before = len(server.calls)
+        result = run_stage(drafts, output, server.url, stage_env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert sorted(which(body) for _, _, body in server.calls[before:]) == ["q5", "q6", "q7"]
+    check_finished(output)
+
+
+def test_the_seed_dry_run_sends_nothing_and_a_missing_key_stops_before_any_request(stage_env, drafts, tmp_path):
+    output = tmp_path / "teacher_outputs.jsonl"
+    with fake_servers() as start:
+        server = start(lambda n, path, body, headers: teacher_reply(body))
+        result = subprocess.run(command(drafts, output, server.url), cwd=REPO, capture_output=True, text=True,
+                                timeout=TIMEOUT, env={**stage_env, "DRY_RUN": "True", "GPT4_MODEL": "gpt-4.1-nano"})
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"would send {N} requests (0 already answered) to gpt-test" in result.stdout  # --set wins over GPT4_MODEL
+        assert not server.calls and not output.exists()
+        no_key = {k: v for k, v in stage_env.items() if k != "TEACHER_KEY"}
+        error = error_line(run_stage(drafts, output, server.url, no_key))
+        assert "$TEACHER_KEY is not set" in error and "nothing was sent" in error
+        assert not server.calls and not output.exists()
+        assert run_stage(drafts, output, server.url, stage_env).returncode == 0
+        error = error_line(subprocess.run(command(drafts, output, server.url), cwd=REPO, capture_output=True,
+                                          text=True, timeout=TIMEOUT, env={**stage_env, "DRY_RUN": "True"}))
+        assert "nothing would be sent" in error
