@@ -109,26 +109,6 @@ def test_single_request_uses_prefix_path(model, tokenizer, prompt_ids, reference
     assert got["r0"].token_ids == expected(reference[2], {tokenizer.eos_token_id}, MAX_NEW)[0]
 
 
-def test_identical_prompts_are_prefilled_once(model, tokenizer, prompt_ids, reference):
-    # k samples of one question / J judgements of one reply: one prefill row per distinct prompt,
-    # and every copy still decodes exactly what it would alone.
-    prefill_rows = []
-    hook = model.register_forward_pre_hook(
-        lambda module, args, kwargs: prefill_rows.append(kwargs["input_ids"].shape[0])
-        if kwargs["input_ids"].shape[1] > 1 else None, with_kwargs=True)
-    try:
-        prompts = [ids for ids in prompt_ids for _ in range(3)]
-        got = run(model, tokenizer, prompts, GREEDY, batch_size=len(prompts))
-    finally:
-        hook.remove()
-    assert sum(prefill_rows) == 1 + len(prompt_ids)  # the shared prefix, then each prompt once
-    for i, raw in enumerate(reference):
-        tokens, reason = expected(raw, {tokenizer.eos_token_id}, MAX_NEW)
-        for copy in range(3):
-            assert got[f"r{3 * i + copy}"].token_ids == tokens, f"prompt {i} copy {copy}"
-            assert got[f"r{3 * i + copy}"].finish_reason == reason
-
-
 # --- length and stop ----------------------------------------------------------
 
 def test_max_new_tokens_is_respected(model, tokenizer, prompt_ids, reference):

@@ -9,9 +9,7 @@ busy instead:
   slots (continuous batching over one KV cache, rows aligned by left padding);
 - prompts are scheduled shortest first, so a prefill group pads little;
 - the longest token prefix shared by all prompts (system prompt, few-shot
-  examples) is computed once and reused by every row, and identical prompts in
-  a prefill group (k samples of one question, J judgements of one reply) are
-  prefilled once and their cache copied to each row;
+  examples) is computed once and reused by every row;
 - every request samples from its own seeded random stream, so what a request
   gets does not depend on which other requests share its batch;
 - decoding attends over whole preallocated KV buffers with grouped matmuls
@@ -285,8 +283,7 @@ class Engine:
     # ------------------------------------------------------ continuous batching
     def _run_continuous(self, requests: list[TokenRequest]) -> Iterator[TokenCompletion]:
         _check_cache_support(self.model)
-        # short first (little padding per group), identical prompts side by side (one prefill each)
-        waiting = sorted(requests, key=lambda r: (len(r.prompt_ids), r.prompt_ids))
+        waiting = sorted(requests, key=lambda r: len(r.prompt_ids))  # short first: little padding per group
         prefix_len = common_prefix_length([r.prompt_ids for r in requests])
         prefix_len = min(prefix_len, min(len(r.prompt_ids) for r in requests) - 1)  # every row keeps >= 1 own token
         prefix_cache = self._prefill_prefix(requests[0].prompt_ids[:prefix_len]) if prefix_len > 0 else None
@@ -327,40 +324,30 @@ class Engine:
         return out.past_key_values
 
     def _prefill(self, group: list[TokenRequest], prefix_len: int, prefix_cache):
-        """Run the distinct prompts of `group` (after the shared prefix), left-padded, once each.
+        """Run the prompts of `group` (after the shared prefix), left-padded.
 
-        Returns the cache and attention mask with one row per request (copies for repeated
-        prompts), the row states and the first sampled tokens (each row from its own stream)."""
-        distinct: dict[tuple, int] = {}
-        which = [distinct.setdefault(tuple(r.prompt_ids[prefix_len:]), len(distinct)) for r in group]
-        suffixes = list(distinct)
+        Returns their cache, attention mask, row states and first sampled tokens."""
+        suffixes = [r.prompt_ids[prefix_len:] for r in group]
         width = max(len(s) for s in suffixes)
-        ids = torch.full((len(suffixes), width), self.pad_id, dtype=torch.long)
-        suffix_mask = torch.zeros((len(suffixes), width), dtype=torch.long)
+        ids = torch.full((len(group), width), self.pad_id, dtype=torch.long)
+        suffix_mask = torch.zeros((len(group), width), dtype=torch.long)
         for i, s in enumerate(suffixes):
             ids[i, width - len(s):] = torch.tensor(s)
             suffix_mask[i, width - len(s):] = 1
-        mask = torch.cat([torch.ones(len(suffixes), prefix_len, dtype=torch.long), suffix_mask], dim=1)
+        mask = torch.cat([torch.ones(len(group), prefix_len, dtype=torch.long), suffix_mask], dim=1)
         positions = (mask.cumsum(1) - 1).clamp(min=0)[:, prefix_len:]
-        cache = _expand_cache(prefix_cache, len(suffixes)) if prefix_cache is not None else None
+        cache = _expand_cache(prefix_cache, len(group)) if prefix_cache is not None else None
         out = self.model(
             input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
             position_ids=positions.to(self.device), past_key_values=cache, use_cache=True,
             logits_to_keep=1,  # the LM head on the last position only (all 13 of a demo prompt: 13x the head)
         )
-        cache, logits = out.past_key_values, out.logits[:, -1, :]
-        if len(suffixes) < len(group):
-            index = torch.tensor(which, dtype=torch.long)
-            for layer in cache.layers:
-                layer.keys = layer.keys.index_select(0, index.to(layer.keys.device))
-                layer.values = layer.values.index_select(0, index.to(layer.values.device))
-            mask, logits = mask[index], logits.index_select(0, index.to(logits.device))
         rows = []
         for r in group:
             gen = torch.Generator(device="cpu")
             gen.manual_seed(r.seed)
             rows.append({"key": r.key, "out": [], "gen": gen, "alive": True})
-        return cache, mask, rows, self._sample(logits, rows)
+        return out.past_key_values, mask, rows, self._sample(out.logits[:, -1, :], rows)
 
     def _decode_step(self, batch: _Batch, tokens: torch.Tensor) -> torch.Tensor:
         length = batch.cache.layers[0].length
