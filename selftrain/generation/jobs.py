@@ -50,6 +50,16 @@ def run_jobs(backend, jobs: list[dict], appender: JsonlAppender, params: Samplin
     return {"generated": len(todo), "skipped_existing": skipped, **spent.as_dict(), "backend": described(backend)}
 
 
+def run_jobs_in_order(backend, jobs: list[dict], path, params: SamplingParams, seed: int) -> dict:
+    """`run_jobs` into the append-only file at `path` (resumable), then the file in the jobs' order."""
+    from selftrain.records import reorder_jsonl
+
+    with JsonlAppender(path) as appender:
+        metrics = run_jobs(backend, jobs, appender, params, seed)
+    reorder_jsonl(path, [job["id"] for job in jobs])  # completion order -> canonical order
+    return metrics
+
+
 def open_backend(config, model_name: str, spec, *, batch_size: int, role: str, progress: bool = True):
     """The backend for a stage of `role` ("sample" or "eval") on `model_name`, and the student's
     tokenizer (which renders every prompt)."""

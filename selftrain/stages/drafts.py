@@ -17,11 +17,11 @@ from selftrain.cli import base_parser, resolve_config, run
 from selftrain.config import Config
 from selftrain.distill import draft_answer, draft_record, drafted_questions
 from selftrain.generation.base import SamplingParams
-from selftrain.generation.jobs import open_backend, run_jobs, stage_seed
+from selftrain.generation.jobs import open_backend, run_jobs_in_order, stage_seed
 from selftrain.logging import log
 from selftrain.metrics import counts
 from selftrain.prompts import PromptSpec, build_messages, render_prompt
-from selftrain.records import JsonlAppender, read_jsonl, reorder_jsonl, write_jsonl_atomic
+from selftrain.records import read_jsonl, write_jsonl_atomic
 from selftrain.runs import open_stage
 
 
@@ -39,9 +39,8 @@ def write_drafts(config: Config, model_name: str, output_path) -> dict:
     d = config.distill
     params = SamplingParams(d.draft_temperature, config.top_p, config.top_k, d.draft_max_new_tokens)
     log(f"drafts: {', '.join(f'{len(v)} {k}' for k, v in by_split.items())} questions -> {output_path}")
-    with backend, JsonlAppender(output_path) as appender:
-        metrics = run_jobs(backend, jobs, appender, params, stage_seed(config, 0))
-    reorder_jsonl(output_path, [job["id"] for job in jobs])
+    with backend:
+        metrics = run_jobs_in_order(backend, jobs, output_path, params, stage_seed(config, 0))
     rows = [dict(r, draft_answer=draft_answer(r["response"])) for r in read_jsonl(output_path)]
     write_jsonl_atomic(output_path, rows)
     metrics.update(draft_metrics(rows))

@@ -9,10 +9,9 @@ Output records (one per prompt x sample, appended and flushed one by one):
 from __future__ import annotations
 
 from selftrain.config import Config
-from selftrain.generation.jobs import run_jobs, sampling_params, stage_seed
+from selftrain.generation.jobs import run_jobs_in_order, sampling_params, stage_seed
 from selftrain.logging import log
 from selftrain.prompts import PromptSpec, build_messages, render_prompt
-from selftrain.records import JsonlAppender, reorder_jsonl
 
 INPUT_FIELDS = ("prompt", "messages", "difficulty", "dataset", "metadata")
 
@@ -38,9 +37,7 @@ def generate_samples(config: Config, model_name: str, prompts: list[dict], outpu
                 "prompt_text": prompt_text, "_messages": messages,
             })
     log(f"stage 1: {len(prompts)} prompts x {config.num_generations_per_prompt} samples -> {output_path}")
-    with JsonlAppender(output_path) as appender:
-        metrics = run_jobs(backend, jobs, appender, sampling_params(config), stage_seed(config, iteration))
-    reorder_jsonl(output_path, [job["id"] for job in jobs])  # completion order -> canonical order
+    metrics = run_jobs_in_order(backend, jobs, output_path, sampling_params(config), stage_seed(config, iteration))
     metrics.update(prompts=len(prompts), samples=len(jobs))
     log(f"stage 1 done: {metrics}")
     return metrics

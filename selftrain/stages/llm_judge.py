@@ -17,11 +17,11 @@ from __future__ import annotations
 from collections import Counter
 
 from selftrain.config import Config
-from selftrain.generation.jobs import open_backend, run_jobs, stage_seed
+from selftrain.generation.jobs import open_backend, run_jobs_in_order, stage_seed
 from selftrain.judging import aggregate
 from selftrain.logging import log
 from selftrain.prompts import PromptSpec
-from selftrain.records import JsonlAppender, read_jsonl, reorder_jsonl
+from selftrain.records import read_jsonl
 from selftrain.self_rewarding import judge_jobs, judge_params, judgement_score
 
 JUDGE_SEED = 7_919  # judge draws differ from the candidates' draws of the same iteration
@@ -51,9 +51,7 @@ def judge_candidates(config: Config, judge_model: str, candidates: list[dict], o
     jobs = judge_jobs(config, tokenizer, candidates, judge_model, iteration)
     log(f"judging {len(candidates)} candidates x {config.self_rewarding.judge_samples} with {judge_model} "
         f"-> {output_path}")
-    with JsonlAppender(output_path) as appender:
-        metrics = run_jobs(backend, jobs, appender, judge_params(config), stage_seed(config, iteration) + JUDGE_SEED)
-    reorder_jsonl(output_path, [job["id"] for job in jobs])
+    metrics = run_jobs_in_order(backend, jobs, output_path, judge_params(config), stage_seed(config, iteration) + JUDGE_SEED)
     counts = parse_counts(read_jsonl(output_path))
     log(f"judgements: {counts}")
     return {**metrics, **counts, "candidates": len(candidates)}

@@ -31,12 +31,12 @@ from selftrain.config import Config
 from selftrain.distill import TRAINED_TEACHER, teacher_answer, teacher_record, teacher_run_dir
 from selftrain.errors import InputError
 from selftrain.generation.base import SamplingParams
-from selftrain.generation.jobs import run_jobs, stage_seed
+from selftrain.generation.jobs import run_jobs_in_order, stage_seed
 from selftrain.generation.openai_compat import LOOPBACK
 from selftrain.http import key_from_env
 from selftrain.logging import log
 from selftrain.prompts import PromptSpec, build_messages, render_prompt
-from selftrain.records import JsonlAppender, iter_jsonl, read_jsonl, reorder_jsonl, write_jsonl_atomic
+from selftrain.records import iter_jsonl, read_jsonl, write_jsonl_atomic
 from selftrain.runs import model_dir, open_stage
 
 TEACHER_SEED = 104_729  # the teacher's draws differ from the student's of the same iteration
@@ -148,9 +148,8 @@ def ask_teacher(config: Config, drafts_path, output_path, run_dir=None) -> dict 
     spec = PromptSpec(d.teacher_system_prompt, 0, "", True)
     backend = get_backend(teacher_config(config), teacher, spec, batch_size=config.batch_size, role="sample")
     log(f"teacher {teacher}: {len(jobs)} drafts -> {output_path}")
-    with backend, JsonlAppender(output_path) as appender:
-        metrics = run_jobs(backend, jobs, appender, params, stage_seed(config, 1) + TEACHER_SEED)
-    reorder_jsonl(output_path, [job["id"] for job in jobs])
+    with backend:
+        metrics = run_jobs_in_order(backend, jobs, output_path, params, stage_seed(config, 1) + TEACHER_SEED)
     rows = [dict(r, teacher_answer=teacher_answer(r["response"]) if r["finish_reason"] == "stop" else None)
             for r in read_jsonl(output_path)]
     write_jsonl_atomic(output_path, rows)

@@ -20,6 +20,15 @@ def parse_sizes(text: str) -> dict[str, int]:
     return sizes
 
 
+def check_sizes(sizes: dict, splits: tuple[str, ...]) -> None:
+    """ValueError naming the first split that is unknown or whose size is not a non-negative integer."""
+    for name, size in sizes.items():
+        if name not in splits:
+            raise ValueError(f"unknown split {name!r}; expected one of {', '.join(splits)}")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ValueError(f"split {name}: size must be a non-negative integer, got {size!r}")
+
+
 def write_splits(out_dir: Path, splits: dict[str, list[dict]], sizes: dict[str, int], order: tuple[str, ...],
                  convert: Callable[[dict], dict] = lambda r: r) -> list[Path]:
     """out_dir/<split>.jsonl for each split of `order` asked for in `sizes`, each written whole; the paths."""

@@ -29,7 +29,7 @@ import random
 import re
 from pathlib import Path
 
-from selftrain.tasks import split_cli, write_splits
+from selftrain.tasks import check_sizes, split_cli, write_splits
 
 SPLITS = ("test", "judge_eval", "eft", "ift", "pool")
 MAX_TRIES = 20_000  # draws in a row that only repeat earlier prompts before the space counts as exhausted
@@ -180,11 +180,7 @@ def make_prompt(rng: random.Random, first: str) -> dict:
 
 def generate_splits(sizes: dict[str, int], seed: int) -> dict[str, list[dict]]:
     """Records per split (every name of `SPLITS`, empty when not asked for); no prompt text in two splits."""
-    for name, size in sizes.items():
-        if name not in SPLITS:
-            raise ValueError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise ValueError(f"split {name}: size must be a non-negative integer, got {size!r}")
+    check_sizes(sizes, SPLITS)
     seen: set[str] = set()
     splits = {}
     for name in SPLITS:

@@ -30,7 +30,7 @@ import random
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from selftrain.tasks import split_cli, write_splits
+from selftrain.tasks import check_sizes, split_cli, write_splits
 
 SPLITS = ("test", "dev", "train")
 MAX_TRIES = 20_000  # draws in a row that only repeat earlier questions before the space counts as exhausted
@@ -216,11 +216,7 @@ def make_question(rng: random.Random, shape: str, yes: bool) -> dict:
 
 def generate_splits(sizes: dict[str, int], seed: int) -> dict[str, list[dict]]:
     """Records per split (every name of `SPLITS`, empty when not asked for); no question in two splits."""
-    for name, size in sizes.items():
-        if name not in SPLITS:
-            raise ValueError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise ValueError(f"split {name}: size must be a non-negative integer, got {size!r}")
+    check_sizes(sizes, SPLITS)
     names = list(SHAPES)
     seen: set[str] = set()
     splits = {}
