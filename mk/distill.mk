@@ -29,6 +29,7 @@ $(TEACHER_DIR)/iter_01/model.done: $(TEACHER_DIR)/iter_01/teacher_data.done
 
 $(RUN_DIR)/iter_01/teacher.done: $(RUN_DIR)/iter_00/drafts.done $$(distill_teacher)
 	$(PY) teacher.py $(ARGS) --iteration 1
+	@test -f $@ || { echo "error: teacher.py sent nothing (distill.dry_run / DRY_RUN): the chain stops here" >&2; exit 2; }
 
 $(RUN_DIR)/iter_01/validated.done: $(RUN_DIR)/iter_01/teacher.done
 	$(PY) distill_data.py $(ARGS) --iteration 1 --kind validated

@@ -34,6 +34,14 @@ def check_runnable(config: Config, where: str = "config") -> None:
         if not config.distill.dataset and config.task.name != "yesno":
             raise InputError(f"{where}: method: distill runs on StrategyQA (distill.dataset) or the built-in task "
                              f"yesno (task.name: yesno), not task {config.task.name!r}")
+        d = config.distill
+        if d.teacher_model == "trained" and not d.dataset and config.task.n_dev < 1:
+            raise InputError(f"{where}: distill.teacher_model: trained learns from the dev split's questions: "
+                             f"set task.n_dev (it is {config.task.n_dev})")
+        if config.max_new_tokens < d.teacher_max_tokens:
+            raise InputError(f"{where}: max_new_tokens ({config.max_new_tokens}) is below distill.teacher_max_tokens "
+                             f"({d.teacher_max_tokens}): Track B trains on replies of up to teacher_max_tokens, so "
+                             f"its evaluation would cut them off before their final assessment")
     if config.self_rewarding.judge_template:
         load_template(config.self_rewarding.judge_template)  # a missing file or placeholder, before any work
     if config.training_method == "qlora":

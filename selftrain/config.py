@@ -332,7 +332,9 @@ class DistillConfig:
     """`distill:` teacher chain-of-thought distillation (seed 003; README "Distillation"): the student drafts,
     a teacher reasons about each draft, Track A / Track B SFT, Phase C DPO (`dpo:`, its `schedule`)."""
 
-    dataset: str = ""  # StrategyQA: a file, a folder of <split>.jsonl|.json, or a hub id; empty: task yesno
+    # StrategyQA: a folder of <split>.jsonl|.json, or one file / hub id carved into disjoint test, dev and
+    # train splits of task.n_test, n_dev, n_train (seeded); empty: the built-in task yesno
+    dataset: str = ""
     train_samples: int = 200  # training questions drafted and sent to the teacher (0: all)
     draft_max_new_tokens: int = 64  # the draft is two short lines
     draft_temperature: float = 0.0  # drafts of train and test questions alike (0: greedy)
@@ -350,13 +352,18 @@ class DistillConfig:
     teacher_train_questions: int = 300  # teacher_model "trained": questions of the task's dev split
     teacher_train_epochs: float = 2.0  # teacher_model "trained": its SFT epochs (the rest: the top-level keys)
     track_a_questions: str = "kept"  # kept: Track A on the questions Track B keeps (a fair A/B) | all
+    # Phase C pairs: rejected = the student's draft where it is wrong; flipped_pairs: also, where the draft is
+    # right, the teacher's reply with its verdict flipped (the seed's "flipped preference"): every kept
+    # question gives a pair, so the pairs keep the kept classes even when the student always says the same
+    flipped_pairs: bool = True
+    max_pairs: int = 0  # Phase C: at most this many pairs, a seeded sample in the pairs' class ratio (0: all)
 
     def validate(self, where: str) -> None:
         def bad(key: str, message: str) -> InputError:
             return InputError(f"{where}: distill.{key}: {message}")
 
         self.teacher_generation.validate(where, "distill.teacher_generation")
-        for key in ("train_samples", "teacher_train_questions"):
+        for key in ("train_samples", "teacher_train_questions", "max_pairs"):
             if getattr(self, key) < 0:
                 raise bad(key, f"{getattr(self, key)} must be >= 0")
         for key in ("draft_max_new_tokens", "teacher_max_tokens"):

@@ -41,8 +41,7 @@ TEACHER_INSTRUCTION = (
 TRACK_A_INSTRUCTION = "Answer with Yes or No."
 TRACK_B_INSTRUCTION = "Reason step by step, then end with \"the answer is: **YES**\" or \"the answer is: **NO**\"."
 
-# The teacher's final assessment: the bold verdict, nothing else counts (never guessed from prose)
-_VERDICT = re.compile(r"\*\*\s*(YES|NO)\s*\*\*", re.I)
+# The teacher's final assessment: the bold verdict (**YES**, **[NO]**, **Yes.**), never guessed from prose
 _ASSESSMENT = re.compile(r"^#*\s*final assessment\b", re.I | re.M)
 
 
@@ -93,8 +92,23 @@ def teacher_answer(text: str) -> str | None:
     else anywhere; two different verdicts there are no answer."""
     heading = list(_ASSESSMENT.finditer(text))
     tail = text[heading[-1].end():] if heading else text
-    verdicts = {m.group(1).lower() for m in _VERDICT.finditer(tail)}
+    from selftrain.rewards.yesno import BOLD_VERDICT
+
+    verdicts = {m.group(1).lower() for m in BOLD_VERDICT.finditer(tail)}
     return verdicts.pop() if len(verdicts) == 1 else None
+
+
+def flip_verdict(text: str) -> str:
+    """The teacher's reply with its final verdict turned round (**YES** <-> **NO**): the seed's "flipped
+    preference", a rejected answer that differs from the chosen one only where it decides."""
+    from selftrain.rewards.yesno import BOLD_VERDICT
+
+    last = list(BOLD_VERDICT.finditer(text))
+    if not last or teacher_answer(text) is None:
+        raise ValueError("the reply has no final verdict to flip")
+    m = last[-1]
+    flipped = "NO" if m.group(1).lower() == "yes" else "YES"
+    return f"{text[:m.start()]}**{flipped}**{text[m.end():]}"
 
 
 def draft_answer(text: str) -> str | None:
@@ -156,11 +170,19 @@ def teacher_run_dir(run_dir) -> Path:
 
 
 def questions(config, split: str) -> list[dict]:
-    """The questions of a split: `distill.dataset` (StrategyQA) or the built-in yesno task."""
-    if config.distill.dataset:
-        from selftrain.tasks.strategyqa import load_strategyqa
+    """The questions of a split: `distill.dataset` (StrategyQA) or the built-in yesno task.
 
-        return load_strategyqa(config.distill.dataset, split)
+    A StrategyQA folder gives each split its own file ({split}.jsonl / .json); one file (the official
+    train.json, the only one with answers) or a hub id is one set, carved into disjoint splits."""
+    if config.distill.dataset:
+        from selftrain.tasks.strategyqa import carve_splits, load_strategyqa
+
+        source = config.distill.dataset
+        if Path(source).expanduser().is_dir():
+            return load_strategyqa(source, split)
+        t = config.task
+        sizes = {"test": t.n_test, "dev": t.n_dev, "train": t.n_train}
+        return carve_splits(load_strategyqa(source, "train"), sizes, config.seed, source)[split]
     from selftrain.data import load_task_split
 
     return load_task_split(config, split)

@@ -61,14 +61,17 @@ def distill_tables(rows: list[dict], table) -> list[str]:
     val = d.get(1, {}).get("validated", {})
     teacher = d.get(1, {}).get("teacher", {})
     data_rows = [["student drafts (train)", _pct(drafts.get("draft_accuracy")), _ratio(drafts.get("truth")), "-"],
-                 ["teacher replies", _pct(val.get("teacher_agreement")), _ratio(val.get("classes_before")),
+                 ["teacher replies", f"{_pct(val.get('teacher_agreement_of_all'))} of all "
+                  f"({_pct(val.get('teacher_agreement'))} of parsed)", _ratio(val.get("classes_before")),
                   f"{val.get('unparsable', '-')} unparsable, {teacher.get('prompt_tokens', '-')} + "
                   f"{teacher.get('generated_tokens', '-')} tokens, ${teacher.get('estimated_cost_usd', '-')}"],
                  ["filtered (teacher agrees)", "-", _ratio(val.get("classes_filtered")), "without balance_by"],
                  ["kept", "-", _ratio(val.get("classes_kept")), f"balance_by: {val.get('balance_by') or 'off'}"]]
     for n, name in ((1, "Track A data"), (2, "Track B data"), (3, "Phase C pairs")):
         if d.get(n, {}).get("data"):
-            data_rows.append([name, "-", _ratio(d[n]["data"].get("classes")), "-"])
+            kinds = d[n]["data"].get("rejected_kinds")
+            data_rows.append([name, "-", _ratio(d[n]["data"].get("classes")),
+                              ", ".join(f"{v} {k}" for k, v in sorted(kinds.items())) if kinds else "-"])
     lines += table(["set", "accuracy / agreement", "yes/no", "notes"], data_rows)
     lines += ["", "Project Goals vs Actual Results (seed 003's targets; its absolute figures are StrategyQA's):", ""]
     lines += table(["Phase", "Target", "Actual", "Status"], goals(d))

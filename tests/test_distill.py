@@ -2,14 +2,13 @@
 class balance after filtering, the pairs, the seed's `.env` names, the key check and the dry run."""
 from __future__ import annotations
 
-
 import pytest
 
 from selftrain.config import load_config
-from selftrain.distill import (gold_teacher_reply, shuffled, teacher_answer, track_a_record, track_b_record)
+from selftrain.distill import gold_teacher_reply, shuffled, teacher_answer, track_b_record
 from selftrain.errors import InputError
 from selftrain.prompts import PromptSpec, render_prompt
-from selftrain.stages.distill_data import example, pairs, to_ratio, track_b, validate_teacher
+from selftrain.stages.distill_data import example, pairs, to_ratio, track_a, track_b, validate_teacher
 from selftrain.stages.distill_eval import variant_records
 from selftrain.stages.teacher import check_key, dry_run
 
@@ -30,6 +29,8 @@ def question(i: int, answer: str, **meta) -> dict:
     (TEACHER, "yes"),
     (TEACHER.replace("**YES**", "**NO**"), "no"),
     (TEACHER.replace("**YES**", "** yes **"), "yes"),
+    (TEACHER.replace("**YES**", "**[NO]**"), "no"),  # the seed's own **[YES/NO]** filled in
+    (TEACHER.replace("**YES**", "**Yes.**"), "yes"),
     # a bold word quoted before the assessment does not count once the assessment has its own
     ("The student wrote **NO**.\n## Final Assessment\nthe answer is: **YES**", "yes"),
     ("## Teaching Analysis\nThe answer is clearly yes.", None),  # prose is never guessed
@@ -70,8 +71,11 @@ def test_track_b_training_and_evaluation_prompts_are_the_same_text(smol_tokenize
     assert draft not in no_draft and no_draft.replace("\n\n", "") != evaluated.replace("\n\n", "")
     swapped = variant_records("shuffled", tests, 0)
     assert "Answer: No - 12" in swapped[0]["prompt"] and draft in swapped[1]["prompt"]
-    a = render_prompt(tokenizer, variant_records("a", tests, 0)[0], spec)
-    assert a == render_prompt(tokenizer, track_a_record(question(17, "yes")), spec)
+    config = load_config(None, {"method": "distill", "task": {"name": "yesno"},
+                                "reward_config": {"type": "rule_based", "rule_type": "yesno"}})
+    (trained_a,), _ = track_a(config, kept, [], tokenizer, spec)
+    assert trained_a["prompt_text"] == render_prompt(tokenizer, variant_records("a", tests, 0)[0], spec)
+    assert trained_a["response"] == "Yes"
 
 
 def test_shuffled_drafts_never_keep_their_own_and_are_seeded():
@@ -136,9 +140,12 @@ def test_unparsable_and_cut_off_teacher_replies_are_counted_never_kept():
     kept, m = validate_teacher(config, drafts, replies)
     assert m["unparsable"] == 2 and m["truncated"] == 1
     assert {"q0", "q1"}.isdisjoint(r["id"] for r in kept)
+    none = [{**r, "response": "The answer is yes.", "teacher_answer": None} for r in replies]
+    with pytest.raises(InputError, match=r"no teacher reply is kept: of 10 replies 10 have no final assessment"):
+        validate_teacher(config, drafts, none)
 
 
-def test_pairs_are_wrong_drafts_against_the_teachers_reply(smol_tokenizer_dir):
+def test_pairs_reject_wrong_drafts_and_flip_the_teachers_verdict_where_the_draft_is_right(smol_tokenizer_dir):
     from selftrain.models import load_tokenizer
 
     tokenizer = load_tokenizer(smol_tokenizer_dir)
@@ -149,11 +156,36 @@ def test_pairs_are_wrong_drafts_against_the_teachers_reply(smol_tokenizer_dir):
             {**question(2, "yes"), "draft": "Answer: Yes - big", "draft_answer": "yes", "teacher_response": TEACHER},
             {**question(3, "yes"), "draft": "I am not sure", "draft_answer": None, "teacher_response": TEACHER}]
     rows, m = pairs(config, kept, tokenizer, spec)
-    assert [r["id"] for r in rows] == ["q1", "q3"] and m["unclear_drafts"] == 1
+    assert [r["id"] for r in rows] == ["q1", "q2", "q3"]
+    assert [r["rejected_kind"] for r in rows] == ["wrong_draft", "flipped", "unclear_draft"]
     assert rows[0]["chosen"] == TEACHER and rows[0]["rejected"] == "Answer: No - small"
+    assert rows[1]["rejected"] == TEACHER.replace("**YES**", "**NO**")  # differs only in the verdict
+    assert teacher_answer(rows[1]["rejected"]) == "no"
     assert rows[0]["prompt"] == example(kept[0], track_b_record(kept[0], kept[0]["draft"]), "", tokenizer, spec)["prompt_text"]
+    drafts_only = load_config(None, {"method": "distill", "task": {"name": "yesno"}, "balance_by": "",
+                                     "distill": {"flipped_pairs": False},
+                                     "reward_config": {"type": "rule_based", "rule_type": "yesno"}})
+    rows, m = pairs(drafts_only, kept, tokenizer, spec)
+    assert [r["id"] for r in rows] == ["q1", "q3"] and m["rejected_kinds"] == {"unclear_draft": 1, "wrong_draft": 1}
     with pytest.raises(InputError, match="no preference to learn"):
-        pairs(config, kept[1:2], tokenizer, spec)
+        pairs(drafts_only, kept[1:2], tokenizer, spec)
+
+
+def test_a_student_that_always_says_no_gets_pairs_of_both_classes_only_with_flipped_pairs(smol_tokenizer_dir):
+    from selftrain.models import load_tokenizer
+
+    tokenizer = load_tokenizer(smol_tokenizer_dir)
+    spec = PromptSpec("", 0, "", True)
+    kept = [{**question(i, truth), "draft": "Answer: No", "draft_answer": "no",
+             "teacher_response": TEACHER.replace("YES", truth.upper())} for i, truth in enumerate(["yes", "no"] * 3)]
+    base = {"method": "distill", "task": {"name": "yesno"}, "reward_config": {"type": "rule_based", "rule_type": "yesno"}}
+    rows, m = pairs(load_config(None, base), kept, tokenizer, spec)
+    assert m["classes"] == {"no": 3, "yes": 3} and m["rejected_kinds"] == {"flipped": 3, "wrong_draft": 3}
+    capped, m = pairs(load_config(None, {**base, "distill": {"max_pairs": 4}}), kept, tokenizer, spec)
+    assert m["pairs"] == 4 and m["pairs_built"] == 6 and m["classes"] == {"no": 2, "yes": 2}
+    assert [r["id"] for r in capped] == [r["id"] for r in rows if r["id"] in {c["id"] for c in capped}]  # in order
+    with pytest.raises(InputError, match=r"pairs: balance_by answer: no example of class no is left"):
+        pairs(load_config(None, {**base, "distill": {"flipped_pairs": False}}), kept, tokenizer, spec)
 
 
 # --- the seed's .env names, the key, the dry run -----------------------------------------------------
@@ -224,3 +256,10 @@ def test_distill_config_refuses_other_rewards_and_tasks():
                                           "reward_config": {"type": "rule_based", "rule_type": "yesno"}}))
     with pytest.raises(InputError, match="distill.teacher_generation.base_url"):
         load_config(None, {"distill": {"teacher_generation": {"backend": "openai"}}})
+    yesno = {"method": "distill", "task": {"name": "yesno", "n_dev": 0}, "max_new_tokens": 200,
+             "reward_config": {"type": "rule_based", "rule_type": "yesno"}}
+    with pytest.raises(InputError, match="teacher_model: trained learns from the dev split's questions: set task.n_dev"):
+        check_runnable(load_config(None, {**yesno, "distill": {"teacher_model": "trained"}}))
+    with pytest.raises(InputError, match=r"max_new_tokens \(100\) is below distill.teacher_max_tokens \(150\)"):
+        check_runnable(load_config(None, {**yesno, "max_new_tokens": 100, "distill": {"teacher_max_tokens": 150}}))
+    check_runnable(load_config(None, {**yesno, "distill": {"teacher_max_tokens": 150}}))

@@ -220,3 +220,24 @@ def test_duplicate_qids_are_refused(tmp_path):
     jsonl = write_jsonl(tmp_path / "dup.jsonl", [HAMSTER, HAMSTER])
     with pytest.raises(InputError, match=rf"{jsonl}:2: id: 'b8677742616fef051f00' appears twice"):
         read_prompt_file(jsonl)
+
+
+def test_one_file_is_carved_into_disjoint_seeded_splits_for_distillation(tmp_path):
+    from selftrain.config import load_config
+    from selftrain.distill import questions
+
+    rows = [{"qid": f"q{i:02d}", "question": f"Is {i} even?", "answer": i % 2 == 0} for i in range(30)]
+    path = write_jsonl(tmp_path / "train.jsonl", rows)
+
+    def config(n_train, seed=0):
+        return load_config(None, {"method": "distill", "seed": seed, "distill": {"dataset": str(path)},
+                                  "task": {"name": "yesno", "n_train": n_train, "n_dev": 5, "n_test": 8},
+                                  "reward_config": {"type": "rule_based", "rule_type": "yesno"}})
+
+    splits = {s: [r["id"] for r in questions(config(17), s)] for s in ("train", "dev", "test")}
+    assert [len(splits[s]) for s in ("train", "dev", "test")] == [17, 5, 8]
+    assert sorted(sum(splits.values(), [])) == sorted(r["qid"] for r in rows)  # disjoint, nothing lost
+    assert [r["id"] for r in questions(config(10), "test")] == splits["test"]  # sizing train moves no test question
+    assert [r["id"] for r in questions(config(17, seed=1), "test")] != splits["test"]
+    with pytest.raises(InputError, match=r"train.jsonl: 30 questions, fewer than the 31 the splits need"):
+        questions(config(18), "train")

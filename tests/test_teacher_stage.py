@@ -194,3 +194,37 @@ def test_the_seed_dry_run_sends_nothing_and_a_missing_key_stops_before_any_reque
         error = error_line(subprocess.run(command(drafts, output, server.url), cwd=REPO, capture_output=True,
                                           text=True, timeout=TIMEOUT, env={**stage_env, "DRY_RUN": "True"}))
         assert "nothing would be sent" in error
+
+
+@pytest.mark.slow
+def test_a_real_llama_cpp_server_is_the_teacher_and_a_rerun_sends_nothing(drafts, tmp_path):
+    """The teacher stage launches llama.cpp's OpenAI-compatible server on loopback on the embedded model
+    (`teacher_generation.server: llama_cpp`, chat API) and asks it about every training draft; a rerun
+    without the marker finds every reply on disk and sends no request."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is a pinned test dependency (make setup)")
+    output = tmp_path / "teacher_outputs.jsonl"
+    cmd = [sys.executable, "teacher.py", "--config", str(CONFIG), "--input", str(drafts), "--output", str(output),
+           "--set", "distill.teacher_model=smollm2-135m", "--set", "distill.teacher_generation.backend=openai",
+           "--set", "distill.teacher_generation.server=llama_cpp", "--set", "distill.teacher_generation.api=chat",
+           "--set", "distill.teacher_max_tokens=24"]
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}  # loopback: no key needed
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"q{i}" for i in range(N)]
+    for r in rows:
+        assert r["response"].strip() and r["finish_reason"] in ("stop", "length") and r["teacher"] == "smollm2-135m"
+        assert r["teacher_answer"] in ("yes", "no", None)
+        assert question_text(int(r["id"][1:])) in r["prompt_text"]
+    sidecar = output.with_name("teacher_outputs.config.json")
+    metrics = json.loads(sidecar.read_text())["metrics"]
+    assert metrics["requests"] == N and metrics["skipped_existing"] == 0
+    assert metrics["prompt_tokens"] > 100 * N and 0 < metrics["generated_tokens"] <= 24 * N  # the server's usage
+    assert metrics["replies"] == N and metrics["unparsable"] == sum(r["teacher_answer"] is None for r in rows)
+    sidecar.unlink()
+    before = output.read_bytes()
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert output.read_bytes() == before
+    metrics = json.loads(sidecar.read_text())["metrics"]
+    assert metrics["skipped_existing"] == N and metrics["requests"] == 0 and metrics["generated"] == 0

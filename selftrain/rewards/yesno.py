@@ -21,7 +21,7 @@ from selftrain.rewards.checked import CheckedReward
 
 ANSWERS = ("yes", "no")
 
-_BOLD = re.compile(r"\*\*\s*\[?\s*(yes|no)\s*\]?\s*[.!]?\s*\*\*", re.I)
+BOLD_VERDICT = re.compile(r"\*\*\s*\[?\s*(yes|no)\s*\]?\s*[.!]?\s*\*\*", re.I)
 _ANSWER_LINE = re.compile(r"^[\s#>*_\-]*(?:final\s+)?answer\s*[:：]\s*(.*)$", re.I)
 _WORD = re.compile(r"\b(yes|no)\b", re.I)
 # Where the decisive part of a line ends: the reasoning after " - ", a comma, a full stop, ...
@@ -36,8 +36,8 @@ def _one(words) -> str | None:
 
 def bold_answer(text: str) -> str | None:
     """The last line with a bold `**YES**` / `**NO**`: its answer; None if there is none or that line has both."""
-    lines = [line for line in text.splitlines() if _BOLD.search(line)]
-    return _one(_BOLD.findall(lines[-1])) if lines else None
+    lines = [line for line in text.splitlines() if BOLD_VERDICT.search(line)]
+    return _one(BOLD_VERDICT.findall(lines[-1])) if lines else None
 
 
 def answer_line(text: str) -> tuple[bool, str | None]:
@@ -63,7 +63,7 @@ def extract_yes_no(text: str) -> str | None:
     """The reply's final answer, "yes" or "no", or None (rules in the module docstring)."""
     if not isinstance(text, str):
         return None
-    if _BOLD.search(text):
+    if BOLD_VERDICT.search(text):
         return bold_answer(text)
     has_line, answer = answer_line(text)
     return answer if has_line else first_word(text)

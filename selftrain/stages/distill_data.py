@@ -8,10 +8,11 @@
                      the agreement rate, unparsable count and the classes before filtering, after
                      filtering and after balancing: the seed's 45/55 -> 28/72 skew shows up here.
   --kind track_a     question -> "Yes" / "No", on the kept questions (`distill.track_a_questions: kept`,
-                     a fair A/B comparison) or on every drafted training question (`all`, balanced too)
+                     a fair A/B comparison) or on every drafted training question (`all`: their own ratio)
   --kind track_b     question + student draft -> the teacher's reply (reasoning, then its assessment)
   --kind pairs       Phase C: prompt = Track B's, chosen = the teacher's reply, rejected = the student's
-                     draft where it is wrong (or gives no clear answer); balanced like the rest
+                     draft where it is wrong (or gives no clear answer), else (`distill.flipped_pairs`, the
+                     seed's "flipped preference") the teacher's reply with its verdict flipped
   --kind teacher_data  the trained teacher's examples (`distill.teacher_model: trained`): the dev
                      drafts -> the seed's teacher format filled from each question's facts and truth
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 from selftrain.cli import base_parser, resolve_config, run
 from selftrain.config import Config
-from selftrain.distill import (expected, gold_teacher_reply, teacher_record, track_a_record,
+from selftrain.distill import (expected, flip_verdict, gold_teacher_reply, teacher_record, track_a_record,
                                track_b_record)
 from selftrain.errors import InputError
 from selftrain.logging import log
@@ -33,7 +34,6 @@ from selftrain.models import load_tokenizer
 from selftrain.prompts import PromptSpec, render_prompt
 from selftrain.records import read_jsonl, write_jsonl_atomic
 from selftrain.runs import finished_output, open_stage
-from selftrain.stages.select import balance
 
 KINDS = ("validated", "track_a", "track_b", "pairs", "teacher_data")
 
@@ -43,41 +43,57 @@ def ratio(classes: dict) -> str:
     return "/".join(f"{100 * classes.get(a, 0) / total:.0f}" for a in ("yes", "no"))
 
 
-def balanced(config: Config, rows: list[dict], reference: dict | None = None) -> list[dict]:
-    """`rows` in the yes/no ratio of `reference` (class counts; None: equal classes) when balance_by is
-    answer, else as they are."""
+def balanced(config: Config, rows: list[dict], reference: dict, what: str) -> list[dict]:
+    """`rows` in the yes/no ratio of `reference` (class counts) when balance_by is answer, else as they are."""
     if config.balance_by != "answer":
         return rows
-    if reference is None:
-        return balance(rows, "answer", config.balance_method, config.seed)
-    return to_ratio(rows, reference, config.balance_method, config.seed)
+    return to_ratio(rows, reference, config.balance_method, config.seed, what)
 
 
-def to_ratio(rows: list[dict], reference: dict, method: str, seed: int) -> list[dict]:
+def to_ratio(rows: list[dict], reference: dict, method: str, seed: int, what: str = "rows") -> list[dict]:
     """`rows` cut (downsample) or repeated (upsample) so their answer classes have the ratio of `reference`.
 
     Which rows go is a seeded choice; repeated rows get `~up<k>` ids like select.balance's. A class with
-    no row left cannot be restored: the others keep their ratio and a warning says so."""
-    import hashlib
-
+    no row left cannot be restored: an InputError names `what`."""
     classes = {c: [r for r in rows if group(r) == c] for c in reference if reference[c] > 0}
     missing = [c for c, members in classes.items() if not members]
-    if missing:  # nothing can bring a class back: keep what there is, and the marker's counts show it
-        log(f"warning: balance_by answer: no example of class {', '.join(missing)} left; the ratio cannot be kept")
-        classes = {c: members for c, members in classes.items() if members}
-        if len(classes) < 2:
-            return rows
+    if missing:  # nothing brings a class back, and training on the rest is the seed's skew
+        raise InputError(f"{what}: balance_by answer: no example of class {', '.join(missing)} is left, so the "
+                         f"yes/no ratio {ratio(reference)} cannot be kept (balance_by: '' trains on the skewed set)")
     pick = min if method == "downsample" else max
     scale = pick(len(members) / reference[c] for c, members in classes.items())
     out = []
     for c, members in classes.items():
         target = max(1, round(scale * reference[c]))
-        order = sorted(members, key=lambda r: hashlib.sha1(f"{seed}:{r['id']}".encode()).hexdigest())
+        order = seeded_order(members, seed)
         out += order[:target]
         out += [dict(order[i % len(order)], id=f"{order[i % len(order)]['id']}~up{i // len(order) + 1}")
                 for i in range(target - len(order))]
     position = {r["id"]: i for i, r in enumerate(rows)}
     return sorted(out, key=lambda r: (position.get(r["id"].split("~up")[0], 0), r["id"]))
+
+
+def seeded_order(rows: list[dict], seed: int) -> list[dict]:
+    """`rows` in an order fixed by the seed and each row's id (not by the rows' order or number)."""
+    import hashlib
+
+    return sorted(rows, key=lambda r: hashlib.sha1(f"{seed}:{r['id']}".encode()).hexdigest())
+
+
+def capped(rows: list[dict], n: int, seed: int) -> list[dict]:
+    """At most `n` of `rows` (0: all), a seeded sample with each answer class's share kept (largest
+    remainders), in the rows' order."""
+    if not n or len(rows) <= n:
+        return rows
+    classes = {}
+    for r in rows:
+        classes.setdefault(group(r), []).append(r)
+    quota = {c: n * len(m) // len(rows) for c, m in classes.items()}
+    by_remainder = sorted(classes, key=lambda c: (-(n * len(classes[c]) % len(rows)), c))
+    for c in by_remainder[:n - sum(quota.values())]:
+        quota[c] += 1
+    chosen = {r["id"] for c, m in classes.items() for r in seeded_order(m, seed)[:quota[c]]}
+    return [r for r in rows if r["id"] in chosen]
 
 
 def group(record: dict) -> str:
@@ -101,7 +117,12 @@ def validate_teacher(config: Config, drafts: list[dict], replies: list[dict]) ->
     parsed = [r for r in rows if r["teacher_answer"] is not None]
     agree = [r for r in parsed if r["teacher_answer"] == expected(r)]
     before = counts(rows, "answer")
-    kept = balanced(config, agree, before)
+    if not agree:
+        raise InputError(f"validated: no teacher reply is kept: of {len(rows)} replies {len(rows) - len(parsed)} have "
+                         f"no final assessment ({sum(r['teacher_finish_reason'] == 'length' for r in rows)} cut off at "
+                         f"distill.teacher_max_tokens) and {len(parsed)} disagree with the truth: nothing to train the "
+                         f"student on")
+    kept = balanced(config, agree, before, "validated")
     filtered, after = counts(agree, "answer"), counts(kept, "answer")
     metrics = {"replies": len(rows), "unparsable": len(rows) - len(parsed),
                "truncated": sum(r["teacher_finish_reason"] == "length" for r in rows),
@@ -136,16 +157,26 @@ def track_b(kept: list[dict], tokenizer, spec) -> tuple[list[dict], dict]:
 
 
 def pairs(config: Config, kept: list[dict], tokenizer, spec) -> tuple[list[dict], dict]:
+    """Phase C: chosen = the teacher's reply; rejected = the student's draft where it is wrong (or unclear),
+    else, with `distill.flipped_pairs`, the teacher's reply with its verdict flipped."""
     wrong = [r for r in kept if r["draft_answer"] != expected(r)]
+    source = kept if config.distill.flipped_pairs else balanced(config, wrong, counts(kept, "answer"), "pairs")
     rows = []
-    for r in balanced(config, wrong, counts(kept, "answer")):
+    for r in source:
+        from_draft = r["draft_answer"] != expected(r)
         prompt = example(r, track_b_record(r, r["draft"]), "", tokenizer, spec)
+        chosen = r["teacher_response"].strip()
         rows.append({"id": r["id"], "prompt_id": r["id"], "prompt": prompt["prompt_text"], "metadata": r["metadata"],
-                     "chosen": r["teacher_response"].strip(), "rejected": r["draft"].strip(),
-                     "rejected_unclear": r["draft_answer"] is None, "prompt_spec": spec.to_dict()})
+                     "chosen": chosen, "rejected": r["draft"].strip() if from_draft else flip_verdict(chosen),
+                     "rejected_kind": ("unclear_draft" if r["draft_answer"] is None else "wrong_draft")
+                     if from_draft else "flipped", "prompt_spec": spec.to_dict()})
     if not rows:
-        raise InputError("pairs: no kept question has a wrong draft: there is no preference to learn")
-    return rows, {"pairs": len(rows), "wrong_drafts": len(wrong), "unclear_drafts": sum(p["rejected_unclear"] for p in rows),
+        raise InputError("pairs: no kept question has a wrong draft: there is no preference to learn "
+                         "(distill.flipped_pairs: true pairs every kept question)")
+    built = len(rows)
+    rows = capped(rows, config.distill.max_pairs, config.seed)
+    return rows, {"pairs": len(rows), "pairs_built": built, "wrong_drafts": len(wrong), "flipped_pairs": config.distill.flipped_pairs,
+                  "rejected_kinds": counts([{"k": p["rejected_kind"]} for p in rows], "k"),
                   "classes_wrong": counts(wrong, "answer"), "classes": counts(rows, "answer")}
 
 

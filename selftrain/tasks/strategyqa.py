@@ -172,3 +172,19 @@ def load_strategyqa(source: str, split: str, id_prefix: str | None = None) -> li
         except ValueError as exc:
             raise InputError(f"{source}[{split}]:{index}: {exc}") from None
     return records
+
+
+def carve_splits(records: list[dict], sizes: dict[str, int], seed: int, source: str) -> dict[str, list[dict]]:
+    """One set of questions -> disjoint test, dev and train splits of `sizes`, drawn in that order from a
+    seeded shuffle (so sizing train never moves a test question)."""
+    import random
+
+    order = sorted(records, key=lambda r: r["id"])
+    random.Random(f"selftrain-strategyqa-splits:{seed}").shuffle(order)
+    if sum(sizes.values()) > len(order):
+        raise InputError(f"{source}: {len(order)} questions, fewer than the {sum(sizes.values())} the splits need "
+                         f"(task.n_test {sizes['test']} + n_dev {sizes['dev']} + n_train {sizes['train']})")
+    out, start = {}, 0
+    for name in ("test", "dev", "train"):
+        out[name], start = order[start:start + sizes[name]], start + sizes[name]
+    return out
