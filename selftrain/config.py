@@ -343,6 +343,7 @@ class DistillConfig:
     teacher_model: str = ""
     teacher_generation: GenerationConfig = field(default_factory=GenerationConfig)
     teacher_system_prompt: str = "You are a patient, exact teacher."
+    teacher_sees_facts: bool = False  # the question's facts (StrategyQA's `facts`) in the teacher's prompt
     teacher_max_tokens: int = 150
     teacher_temperature: float = 0.3
     teacher_requires_key: str = "auto"  # auto: a key unless the server is on loopback | always | never

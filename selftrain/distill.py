@@ -64,9 +64,16 @@ def draft_record(record: dict) -> dict:
     return {"id": record["id"], "prompt": f"{question_of(record)}\n\n{DRAFT_INSTRUCTION}", "metadata": record["metadata"]}
 
 
-def teacher_record(record: dict, draft: str) -> dict:
-    """What the teacher is sent about one draft."""
-    return {"id": record["id"], "prompt": TEACHER_INSTRUCTION.format(question=question_of(record), draft=draft.strip()),
+def teacher_record(record: dict, draft: str, facts: bool = False) -> dict:
+    """What the teacher is sent about one draft; `facts` (distill.teacher_sees_facts): the question's
+    supporting facts follow it (StrategyQA's `facts`), a teacher with privileged information."""
+    question = question_of(record)
+    if facts:
+        known = record["metadata"].get("facts") or []
+        if not known:
+            raise ValueError(f"question {record['id']}: distill.teacher_sees_facts is on but it has no facts")
+        question += "\nFacts: " + " ".join(f.strip().rstrip(".") + "." for f in known)
+    return {"id": record["id"], "prompt": TEACHER_INSTRUCTION.format(question=question, draft=draft.strip()),
             "metadata": record["metadata"]}
 
 

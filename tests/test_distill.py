@@ -263,3 +263,15 @@ def test_distill_config_refuses_other_rewards_and_tasks():
     with pytest.raises(InputError, match=r"max_new_tokens \(100\) is below distill.teacher_max_tokens \(150\)"):
         check_runnable(load_config(None, {**yesno, "max_new_tokens": 100, "distill": {"teacher_max_tokens": 150}}))
     check_runnable(load_config(None, {**yesno, "distill": {"teacher_max_tokens": 150}}))
+
+
+def test_a_teacher_that_sees_facts_gets_them_after_the_question_and_a_question_without_them_is_refused():
+    from selftrain.distill import teacher_record
+
+    q = question(17, "yes")
+    plain = teacher_record(q, "Answer: No - small")["prompt"]
+    told = teacher_record(q, "Answer: No - small", facts=True)["prompt"]
+    assert "Facts" not in plain
+    assert "Question: Is 17 * 4 more than 60?\nFacts: 17 * 4 = 68.\n\nStudent draft:\nAnswer: No - small" in told
+    with pytest.raises(ValueError, match="question q1: distill.teacher_sees_facts is on but it has no facts"):
+        teacher_record({"id": "q1", "prompt": "Is ice cold?", "metadata": {"expected_answer": "yes"}}, "x", facts=True)

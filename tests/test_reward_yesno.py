@@ -32,6 +32,10 @@ Questions: Do any predators eat hamsters? Are hamsters prey animals?"""
     ("**No**, it is not.", "no"), ('"Yes"', "yes"),
     ("Nope", None), ("Not really.", None), ("Nobody knows.", None), ("Yesterday it was.", None), ("", None),
     ("I think yes.", None),  # the first word decides, not a later one
+    # "the answer is ..." phrases (the embedded model's drafts), all agreeing
+    ("The answer is no.", "no"), ("The answer to this question is yes.", "yes"),
+    ('The answer to this question is: "No, a 61-page book takes 8 days.', "no"),
+    ("The answer is not yes.", None), ("The answer is yes at first, but the answer is no.", None),
     # both in the decisive part: no answer
     ("Yes/No", None), ("Yes or no, it depends.", None), ("No yes", None),
     # the teacher's final assessment

@@ -6,6 +6,8 @@ The answer is read from the first of these the reply has, and only from it:
      the last line holding one decides
   2. the draft format's `Answer: <Yes/No> - <brief reasoning>`; the last such line decides
   3. the reply's first word ("No, the ship that ..." is no; Track A replies are just "Yes" / "No")
+  4. "the answer (to this question) is yes/no" phrases ("The answer is no." - how a small model drafts);
+     all of them must agree
 
 A decisive part that says both ("Yes/No", "**YES** or **NO**") or neither ("Answer: maybe",
 "To determine whether the") is no answer: scored 0 and counted apart from wrong
@@ -24,6 +26,7 @@ ANSWERS = ("yes", "no")
 BOLD_VERDICT = re.compile(r"\*\*\s*\[?\s*(yes|no)\s*\]?\s*[.!]?\s*\*\*", re.I)
 _ANSWER_LINE = re.compile(r"^[\s#>*_\-]*(?:final\s+)?answer\s*[:：]\s*(.*)$", re.I)
 _WORD = re.compile(r"\b(yes|no)\b", re.I)
+_ANSWER_IS = re.compile(r"\bthe answer(?: to (?:this|the) question)? is\W{0,3}(yes|no)\b", re.I)
 # Where the decisive part of a line ends: the reasoning after " - ", a comma, a full stop, ...
 _CLAUSE_END = re.compile(r"\s[-–—]\s|[,.;:!?()\n]")
 
@@ -66,7 +69,10 @@ def extract_yes_no(text: str) -> str | None:
     if BOLD_VERDICT.search(text):
         return bold_answer(text)
     has_line, answer = answer_line(text)
-    return answer if has_line else first_word(text)
+    if has_line:
+        return answer
+    word = first_word(text)
+    return word if word is not None else _one(_ANSWER_IS.findall(text))
 
 
 def expected_yes_no(record: dict) -> str:

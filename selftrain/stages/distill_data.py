@@ -185,8 +185,11 @@ def teacher_data(config: Config, drafts: list[dict], tokenizer) -> tuple[list[di
     dev = [d for d in drafts if d.get("split") == "dev"]
     if not dev:
         raise InputError("teacher_data: the drafts hold no dev-split draft (distill.teacher_model must be 'trained')")
-    rows = [example(d, teacher_record(d, d["response"]), gold_teacher_reply(d, d["response"]), tokenizer, spec)
-            for d in dev]
+    try:
+        rows = [example(d, teacher_record(d, d["response"], config.distill.teacher_sees_facts),
+                        gold_teacher_reply(d, d["response"]), tokenizer, spec) for d in dev]
+    except ValueError as exc:
+        raise InputError(f"teacher_data: {exc}") from None
     return rows, {"examples": len(rows), "classes": counts(rows, "answer")}
 
 

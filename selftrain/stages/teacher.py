@@ -91,7 +91,10 @@ def teacher_jobs(config: Config, drafts: list[dict], tokenizer, teacher: str) ->
     for draft in drafts:
         if draft.get("split", "train") != "train":
             continue
-        asked = teacher_record(draft, draft["response"])
+        try:
+            asked = teacher_record(draft, draft["response"], config.distill.teacher_sees_facts)
+        except ValueError as exc:
+            raise InputError(f"teacher: {exc}") from None
         jobs.append({"id": draft["id"], "prompt_id": draft["id"], "teacher": teacher,
                      "prompt_text": render_prompt(tokenizer, asked, spec) if tokenizer is not None else asked["prompt"],
                      "_messages": build_messages(asked, spec)})
