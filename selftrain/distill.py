@@ -151,6 +151,8 @@ def gold_teacher_reply(record: dict, draft: str) -> str:
 def _steps(decomposition: list[str], facts: list[str], truth: str) -> list[str]:
     if not decomposition and not facts:
         return [f"The answer is {truth}."]
+    if len(decomposition) == len(facts):  # each sub-question answered by its fact
+        return [f"{q} {f}" for q, f in zip(decomposition, facts)] + [f"So the answer is {truth}."]
     if len(decomposition) == len(facts) + 1:  # sub-questions answered by the facts, the last by the verdict
         return [f"{q} {f}" for q, f in zip(decomposition, facts)] + [f"{decomposition[-1]} {truth.capitalize()}."]
     return facts + [f"So the answer is {truth}."]

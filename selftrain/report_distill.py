@@ -73,6 +73,15 @@ def distill_tables(rows: list[dict], table) -> list[str]:
             data_rows.append([name, "-", _ratio(d[n]["data"].get("classes")),
                               ", ".join(f"{v} {k}" for k, v in sorted(kinds.items())) if kinds else "-"])
     lines += table(["set", "accuracy / agreement", "yes/no", "notes"], data_rows)
+    phases = d.get(3, {}).get("model", {}).get("phases") or []
+    if phases:
+        lines += ["", "Phase C, the DPO schedule phase by phase (the seed's warm-up, its \"Cal-DPO\" = batch_centred, "
+                  "its \"Dr-DPO\" = trim; reward margin and accuracy at the phase's last logged step):", ""]
+        lines += table(["phase", "loss", "beta", "epochs", "pairs (trimmed)", "loss first -> last", "reward margin",
+                        "reward accuracy", "seconds"],
+                       [[str(i), p["loss_type"], f"{p['beta']:g}", f"{p['epochs']:g}", f"{p['pairs']} ({p['dropped']})",
+                         f"{p['first_loss']} -> {p['last_loss']}", str(p.get("final_rewards_margins", "-")),
+                         _pct(p.get("final_rewards_accuracies")), str(p["seconds"])] for i, p in enumerate(phases, 1)])
     lines += ["", "Project Goals vs Actual Results (seed 003's targets; its absolute figures are StrategyQA's):", ""]
     lines += table(["Phase", "Target", "Actual", "Status"], goals(d))
     return lines

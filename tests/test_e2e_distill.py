@@ -86,7 +86,7 @@ def test_make_rounds_distill_runs_every_phase_and_a_rerun_does_nothing(tmp_path)
     report = subprocess.run(["make", "report", f"CONFIG={CONFIG}", "RUN=dt", f"RESULTS={tmp_path}"], cwd=REPO,
                             capture_output=True, text=True, timeout=600)
     assert report.returncode == 0, report.stderr[-3000:]
-    assert "Project Goals vs Actual Results" in report.stdout
+    assert "Project Goals vs Actual Results" in report.stdout and "Phase C, the DPO schedule" in report.stdout
 
     before = snapshot(run_dir)
     again = make_rounds(tmp_path)

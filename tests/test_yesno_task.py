@@ -88,8 +88,14 @@ def test_records_are_correct_and_well_formed():
             assert set(meta) == {"expected_answer", "category", "facts", "decomposition"}
             assert validate_prompt_record(record, "x", i) == record
             assert meta["expected_answer"] == recompute(record), record
-            assert len(meta["facts"]) == 1 and len(meta["decomposition"]) == 2
+            assert len(meta["facts"]) == 2 and len(meta["decomposition"]) == 2
             value = check_fact(meta["facts"][0])
+            step = meta["decomposition"][1][len("Is "):-1]  # the last step answered: "147 is not at least 148."
+            subject, _, rest = step.partition(" ")
+            subject = "the remainder" if step.startswith("the remainder") else subject
+            rest = step[len(subject) + 1:]
+            said = f"{subject[0].upper() + subject[1:]} is {'' if meta['expected_answer'] == 'yes' else 'not '}{rest}."
+            assert meta["facts"][1] == said, record
             assert str(value) in meta["decomposition"][1] or meta["decomposition"][1] == "Is the remainder 0?"
             assert meta["decomposition"][1].endswith("?")
     assert splits["train"][0]["metadata"]["category"] == "product"

@@ -9,7 +9,8 @@ record is a seed-000 prompt record:
 
     {"id": "yesno-train-000001", "prompt": "Is 17 * 4 more than 60?",
      "metadata": {"expected_answer": "yes", "category": "product",
-                  "facts": ["17 * 4 = 68"], "decomposition": ["What is 17 * 4?", "Is 68 more than 60?"]}}
+                  "facts": ["17 * 4 = 68", "68 is more than 60."],
+                  "decomposition": ["What is 17 * 4?", "Is 68 more than 60?"]}}
 
 Records come in pairs of one shape (`SHAPES`, in turn): one "yes" and one "no"
 in a seeded order, so every split, and every even-sized prefix of it, is
@@ -26,6 +27,7 @@ one: resizing train never moves a test question.
 from __future__ import annotations
 
 import operator
+import re
 import random
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -206,12 +208,26 @@ SHAPES: dict[str, Callable] = {f.__name__: f for f in (product, total, differenc
                                                        reading, travel, units, divisible, sharing, parity)}
 
 
+_LAST_STEP = re.compile(r"Is (the remainder|\$?\d+) (.+)\?")
+
+
+def answered(step: str, yes: bool) -> str:
+    """The decomposition's last question stated as a fact: "Is 147 at least 148?", no -> "147 is not at
+    least 148." (StrategyQA's facts likewise state what the answer follows from)."""
+    m = _LAST_STEP.fullmatch(step)
+    if not m:
+        raise ValueError(f"cannot state {step!r} as a fact")
+    subject = m.group(1)[0].upper() + m.group(1)[1:]
+    return f"{subject} is {'' if yes else 'not '}{m.group(2)}."
+
+
 def make_question(rng: random.Random, shape: str, yes: bool) -> dict:
-    """One record (without id) of `shape` whose answer is `yes`."""
+    """One record (without id) of `shape` whose answer is `yes`; its facts: the step's arithmetic, then
+    the decomposition's last question answered."""
     question, facts, decomposition = SHAPES[shape](rng, yes)
     return {"prompt": question,
             "metadata": {"expected_answer": "yes" if yes else "no", "category": shape,
-                         "facts": facts, "decomposition": decomposition}}
+                         "facts": facts + [answered(decomposition[-1], yes)], "decomposition": decomposition}}
 
 
 def generate_splits(sizes: dict[str, int], seed: int) -> dict[str, list[dict]]:
