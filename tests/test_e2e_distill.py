@@ -80,7 +80,7 @@ def test_make_rounds_distill_runs_every_phase_and_a_rerun_does_nothing(tmp_path)
                 continue
             result = json.loads((it[n] / marker["output"]).read_text())
             assert result["n"] == 6 and 0 <= result["accuracy"] <= 1
-            assert abs(result["predicted_yes"] + result["predicted_no"] + result["unclear"] / 6 - 1) < 1e-6
+            assert abs(result["predicted_yes"] + result["predicted_no"] + result["unclear"] / 6 - 1) < 1e-3  # 4 decimals
     assert done[0]["eval"]["metrics"]["variant"] == "a" and done[3]["eval"]["metrics"]["variant"] == "b"
 
     report = subprocess.run(["make", "report", f"CONFIG={CONFIG}", "RUN=dt", f"RESULTS={tmp_path}"], cwd=REPO,

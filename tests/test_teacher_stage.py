@@ -37,11 +37,12 @@ def question_text(i: int) -> str:
 @pytest.fixture
 def drafts(tmp_path) -> Path:
     path = tmp_path / "student_drafts.jsonl"
-    rows = [{"id": f"q{i}", "split": "train", "prompt": question_text(i),
-             "metadata": {"expected_answer": "yes" if i % 2 == 0 else "no"},
+    rows = [{"id": f"q{i}", "split": "train", "prompt": question_text(i),  # the tiny config's teacher sees facts
+             "metadata": {"expected_answer": "yes" if i % 2 == 0 else "no", "facts": [f"{i + 11} * 4 = {4 * i + 44}"]},
              "response": f"Answer: No - draft {i}\nQuestions: what is {i + 11} * 4?", "draft_answer": "no"}
             for i in range(N)] + [{"id": "t0", "split": "test", "prompt": question_text(99),
-                                   "metadata": {"expected_answer": "yes"}, "response": "Answer: Yes - x"}]
+                                   "metadata": {"expected_answer": "yes", "facts": ["110 * 4 = 440"]},
+                                   "response": "Answer: Yes - x"}]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -100,6 +101,7 @@ def check_finished(output: Path) -> list[dict]:
     for r in rows:
         assert r["teacher_answer"] == ("yes" if int(r["id"][1:]) % 3 else "no")
         assert r["teacher"] == "gpt-test" and "Student draft:\nAnswer: No - draft" in r["prompt_text"]
+        assert f"Facts: {int(r['id'][1:]) + 11} * 4 = " in r["prompt_text"]  # distill_tiny: teacher_sees_facts
     return rows
 
 
