@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from selftrain.config import Config
 from selftrain.data import needs_expected_answer
+from selftrain.distill import TRAINED_TEACHER
 from selftrain.errors import InputError
 from selftrain.judging import load_template
 from selftrain.rewards import is_verifiable
@@ -35,7 +36,7 @@ def check_runnable(config: Config, where: str = "config") -> None:
             raise InputError(f"{where}: method: distill runs on StrategyQA (distill.dataset) or the built-in task "
                              f"yesno (task.name: yesno), not task {config.task.name!r}")
         d = config.distill
-        if d.teacher_model == "trained" and not d.dataset and config.task.n_dev < 1:
+        if d.teacher_model == TRAINED_TEACHER and not d.dataset and config.task.n_dev < 1:
             raise InputError(f"{where}: distill.teacher_model: trained learns from the dev split's questions: "
                              f"set task.n_dev (it is {config.task.n_dev})")
         if config.max_new_tokens < d.teacher_max_tokens:

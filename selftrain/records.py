@@ -27,6 +27,14 @@ def _fail(path, lineno, message) -> InputError:
     return InputError(f"{path}:{lineno}: {message}")
 
 
+def seeded_key(record: dict, seed: int) -> str:
+    """A sort key that orders records by the seed and each record's id alone (not by their order or number):
+    seeded choices among records that stay put when others are added or removed."""
+    import hashlib
+
+    return hashlib.sha1(f"{seed}:{record['id']}".encode()).hexdigest()
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line; a bad line is an InputError."""
     path = Path(path)

@@ -32,7 +32,7 @@ from selftrain.logging import log
 from selftrain.metrics import counts
 from selftrain.models import load_tokenizer
 from selftrain.prompts import PromptSpec, render_prompt
-from selftrain.records import read_jsonl, write_jsonl_atomic
+from selftrain.records import read_jsonl, seeded_key, write_jsonl_atomic
 from selftrain.runs import finished_output, open_stage
 
 KINDS = ("validated", "track_a", "track_b", "pairs", "teacher_data")
@@ -65,19 +65,12 @@ def to_ratio(rows: list[dict], reference: dict, method: str, seed: int, what: st
     out = []
     for c, members in classes.items():
         target = max(1, round(scale * reference[c]))
-        order = seeded_order(members, seed)
+        order = sorted(members, key=lambda r: seeded_key(r, seed))
         out += order[:target]
         out += [dict(order[i % len(order)], id=f"{order[i % len(order)]['id']}~up{i // len(order) + 1}")
                 for i in range(target - len(order))]
     position = {r["id"]: i for i, r in enumerate(rows)}
     return sorted(out, key=lambda r: (position.get(r["id"].split("~up")[0], 0), r["id"]))
-
-
-def seeded_order(rows: list[dict], seed: int) -> list[dict]:
-    """`rows` in an order fixed by the seed and each row's id (not by the rows' order or number)."""
-    import hashlib
-
-    return sorted(rows, key=lambda r: hashlib.sha1(f"{seed}:{r['id']}".encode()).hexdigest())
 
 
 def capped(rows: list[dict], n: int, seed: int) -> list[dict]:
@@ -92,7 +85,7 @@ def capped(rows: list[dict], n: int, seed: int) -> list[dict]:
     by_remainder = sorted(classes, key=lambda c: (-(n * len(classes[c]) % len(rows)), c))
     for c in by_remainder[:n - sum(quota.values())]:
         quota[c] += 1
-    chosen = {r["id"] for c, m in classes.items() for r in seeded_order(m, seed)[:quota[c]]}
+    chosen = {r["id"] for c, m in classes.items() for r in sorted(m, key=lambda r: seeded_key(r, seed))[:quota[c]]}
     return [r for r in rows if r["id"] in chosen]
 
 
@@ -116,16 +109,15 @@ def validate_teacher(config: Config, drafts: list[dict], replies: list[dict]) ->
                      "teacher_finish_reason": reply["finish_reason"]})
     parsed = [r for r in rows if r["teacher_answer"] is not None]
     agree = [r for r in parsed if r["teacher_answer"] == expected(r)]
+    unparsable, truncated = len(rows) - len(parsed), sum(r["teacher_finish_reason"] == "length" for r in rows)
     before = counts(rows, "answer")
     if not agree:
-        raise InputError(f"validated: no teacher reply is kept: of {len(rows)} replies {len(rows) - len(parsed)} have "
-                         f"no final assessment ({sum(r['teacher_finish_reason'] == 'length' for r in rows)} cut off at "
-                         f"distill.teacher_max_tokens) and {len(parsed)} disagree with the truth: nothing to train the "
-                         f"student on")
+        raise InputError(f"validated: no teacher reply is kept: of {len(rows)} replies {unparsable} have no final "
+                         f"assessment ({truncated} cut off at distill.teacher_max_tokens) and {len(parsed)} disagree "
+                         f"with the truth: nothing to train the student on")
     kept = balanced(config, agree, before, "validated")
     filtered, after = counts(agree, "answer"), counts(kept, "answer")
-    metrics = {"replies": len(rows), "unparsable": len(rows) - len(parsed),
-               "truncated": sum(r["teacher_finish_reason"] == "length" for r in rows),
+    metrics = {"replies": len(rows), "unparsable": unparsable, "truncated": truncated,
                "teacher_agreement": round(len(agree) / len(parsed), 4) if parsed else None,
                "teacher_agreement_of_all": round(len(agree) / len(rows), 4),
                "teacher_said": counts([{"s": str(r["teacher_answer"]).lower()} for r in rows], "s"),
@@ -159,11 +151,14 @@ def track_b(kept: list[dict], tokenizer, spec) -> tuple[list[dict], dict]:
 def pairs(config: Config, kept: list[dict], tokenizer, spec) -> tuple[list[dict], dict]:
     """Phase C: chosen = the teacher's reply; rejected = the student's draft where it is wrong (or unclear),
     else, with `distill.flipped_pairs`, the teacher's reply with its verdict flipped."""
-    wrong = [r for r in kept if r["draft_answer"] != expected(r)]
+    def draft_wrong(r: dict) -> bool:
+        return r["draft_answer"] != expected(r)
+
+    wrong = [r for r in kept if draft_wrong(r)]
     source = kept if config.distill.flipped_pairs else balanced(config, wrong, counts(kept, "answer"), "pairs")
     rows = []
     for r in source:
-        from_draft = r["draft_answer"] != expected(r)
+        from_draft = draft_wrong(r)
         prompt = example(r, track_b_record(r, r["draft"]), "", tokenizer, spec)
         chosen = r["teacher_response"].strip()
         rows.append({"id": r["id"], "prompt_id": r["id"], "prompt": prompt["prompt_text"], "metadata": r["metadata"],
@@ -175,7 +170,8 @@ def pairs(config: Config, kept: list[dict], tokenizer, spec) -> tuple[list[dict]
                          "(distill.flipped_pairs: true pairs every kept question)")
     built = len(rows)
     rows = capped(rows, config.distill.max_pairs, config.seed)
-    return rows, {"pairs": len(rows), "pairs_built": built, "wrong_drafts": len(wrong), "flipped_pairs": config.distill.flipped_pairs,
+    return rows, {"pairs": len(rows), "pairs_built": built, "wrong_drafts": len(wrong),
+                  "flipped_pairs": config.distill.flipped_pairs,
                   "rejected_kinds": counts([{"k": p["rejected_kind"]} for p in rows], "k"),
                   "classes_wrong": counts(wrong, "answer"), "classes": counts(rows, "answer")}
 

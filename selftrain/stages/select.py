@@ -22,13 +22,13 @@ EOS to every target.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import defaultdict
 
 from selftrain.config import Config
 from selftrain.logging import log
 from selftrain.metrics import counts, group_value, normalize_response
+from selftrain.records import seeded_key
 
 TRAIN_FIELDS = ("id", "prompt_id", "prompt_text", "response", "difficulty", "dataset", "metadata", "iteration",
                 "reward_score")
@@ -40,14 +40,11 @@ def _score(record: dict) -> float:
 
 def ranked(records: list[dict], seed: int) -> list[dict]:
     """Best first: by reward, then by rank within the prompt, then by a seeded hash of the id."""
-    def tiebreak(r: dict) -> str:
-        return hashlib.sha1(f"{seed}:{r['id']}".encode()).hexdigest()
-
     by_prompt: dict[str, list[dict]] = defaultdict(list)
-    for r in sorted(records, key=lambda r: (-_score(r), tiebreak(r))):
+    for r in sorted(records, key=lambda r: (-_score(r), seeded_key(r, seed))):
         by_prompt[r.get("prompt_id", r["id"])].append(r)
     position = {r["id"]: i for rows in by_prompt.values() for i, r in enumerate(rows)}
-    return sorted(records, key=lambda r: (-_score(r), position[r["id"]], tiebreak(r)))
+    return sorted(records, key=lambda r: (-_score(r), position[r["id"]], seeded_key(r, seed)))
 
 
 def filter_samples(config: Config, judged: list[dict]) -> list[dict]:

@@ -27,8 +27,8 @@ one: resizing train never moves a test question.
 from __future__ import annotations
 
 import operator
-import re
 import random
+import re
 from pathlib import Path
 from typing import Callable, NamedTuple
 
