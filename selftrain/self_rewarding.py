@@ -27,11 +27,12 @@ from collections import defaultdict
 
 from selftrain.errors import InputError
 from selftrain.generation.base import SamplingParams
-from selftrain.judging import NO_SCORE, ParsedScore, aggregate, load_template, parse_score, render_judge_prompt
+from selftrain.judging import NO_SCORE, OK, ParsedScore, aggregate, load_template, parse_score, render_judge_prompt
 from selftrain.prompts import PromptSpec, build_messages, render_prompt
 from selftrain.rewards import question_of
 
-MIN_WORDS = 5  # "on topic" for prompts without a topic: a substantive reply
+MIN_WORDS = 5
+SCORES = range(6)  # "on topic" for prompts without a topic: a substantive reply
 
 
 def _words(text: str) -> list[str]:
@@ -58,8 +59,22 @@ def truth_score(record: dict) -> int:
     return int(complete) + int(on_topic(record)) + (3 * sum(map(bool, followed))) // len(followed)
 
 
-def justification(record: dict) -> str:
-    """The EFT target for a judged record: the checks, one line each, then `Score: N` (the truth)."""
+def justification(record: dict, where: str = "first") -> str:
+    """The EFT target for a judged record: its checks, one line each, and `Score: N` (the truth): after the
+    checks (`where` "first", the paper's order), before them ("after": the score opens the judgement, so
+    an expected-score judge reads it in one forward pass and still learns the checks), or alone ("none")."""
+    return judgement_text(truth_score(record), check_lines(record) if where != "none" else [], where)
+
+
+def judgement_text(score: int, lines: list[str], where: str) -> str:
+    """A judgement that concludes `Score: N`, with its justification lines first, after the score or none."""
+    if where == "none" or not lines:
+        return f"Score: {score}"
+    return "\n".join([f"Score: {score}"] + lines if where == "after" else lines + [f"Score: {score}"])
+
+
+def check_lines(record: dict) -> list[str]:
+    """What the rule checks found in a judged record, one line each (the EFT justification)."""
     from selftrain.tasks.instructions import describe
 
     metadata = record.get("metadata") or {}
@@ -76,7 +91,51 @@ def justification(record: dict) -> str:
         for instruction, kwargs, ok in zip(metadata["instruction_id_list"], metadata["kwargs"],
                                            record["ifeval_strict"]):
             lines.append(f"- {describe(instruction, kwargs)}: {'followed' if ok else 'not followed'}")
-    return "\n".join(lines + [f"Score: {truth_score(record)}"])
+    return lines
+
+
+def judgements_per_candidate(sr) -> int:
+    """Judgements each candidate gets: `judge_samples` sampled ones, or one expected score (deterministic:
+    a second would repeat it)."""
+    return 1 if sr.judge_scoring == "expected" else sr.judge_samples
+
+
+def score_opening(tokenizer) -> tuple[str, tuple[str, ...]]:
+    """How this tokenizer writes "Score: N": the opening text before the score token ("Score: " when the
+    digit is a token of its own, "Score:" when the space goes with it) and the six score tokens' texts.
+    Expected-score judging needs each of 0..5 to be one token after one shared opening."""
+    from selftrain.generation.engine import common_prefix_length
+
+    seqs = [tokenizer(f"Score: {d}", add_special_tokens=False)["input_ids"] for d in SCORES]
+    n = common_prefix_length(seqs)
+    if any(len(s) != n + 1 for s in seqs):
+        raise InputError("judge_scoring expected: this tokenizer does not write each score 0..5 after 'Score:' "
+                         "as one token; use self_rewarding.judge_scoring: sampled")
+    return tokenizer.decode(seqs[0][:n]), tuple(tokenizer.decode(s[n:]) for s in seqs)
+
+
+def expected_score(logprobs: list[float | None]) -> tuple[float | None, float]:
+    """The probability-weighted mean of the scores 0..5, normalised over those six tokens (G-Eval), and
+    the probability mass they hold together. Options a server did not list count as probability 0; with
+    none listed there is no score (None), never a default."""
+    import math
+
+    probs = [math.exp(lp) if lp is not None else 0.0 for lp in logprobs]
+    mass = sum(probs)
+    if mass <= 0:
+        return None, 0.0
+    return sum(score * p for score, p in zip(SCORES, probs)) / mass, mass
+
+
+def opening_after(justification_text: str, label: str) -> str:
+    """The judge's reply up to where its score goes: its text through its last line-start "Score:" label
+    (whatever it wrote after is dropped), or the whole text and a new "Score:" line when it wrote none
+    (e.g. cut off): the score is read where the judge concludes, never parsed from what it wrote."""
+    matches = list(re.finditer(r"^[ \t*_#-]*(?:(?:final|total|overall)[ \t]+)?score[ \t*_]*:", justification_text,
+                               re.IGNORECASE | re.MULTILINE))
+    if matches:
+        return justification_text[:matches[-1].start()] + label
+    return justification_text.rstrip() + "\n" + label
 
 
 def judge_params(config) -> SamplingParams:
@@ -98,7 +157,7 @@ def judge_jobs(config, tokenizer, candidates: list[dict], judge_model: str, iter
         question = judge_prompt_record(template, candidate)
         prompt_text = render_prompt(tokenizer, question, spec)
         messages = build_messages(question, spec)
-        for k in range(config.self_rewarding.judge_samples):
+        for k in range(judgements_per_candidate(config.self_rewarding)):
             jobs.append({"id": f"{candidate['id']}@{k}", "candidate_id": candidate["id"],
                          "prompt_id": candidate.get("prompt_id", candidate["id"]), "judge_idx": k,
                          "iteration": iteration, "judge": judge_model, "prompt_text": prompt_text,
@@ -109,6 +168,9 @@ def judge_jobs(config, tokenizer, candidates: list[dict], judge_model: str, iter
 def judgement_score(judgement: dict) -> ParsedScore:
     """A judgement's score. One cut off at judge_max_new_tokens never concluded: whatever `Score:` it
     wrote before rambling on is not its verdict, so it counts as "no score"."""
+    if "expected_score" in judgement:  # judge_scoring expected: read from the score tokens' probabilities
+        value = judgement["expected_score"]
+        return ParsedScore(value, OK) if value is not None else ParsedScore(None, NO_SCORE)
     if judgement.get("finish_reason") == "length":
         return ParsedScore(None, NO_SCORE)
     return parse_score(judgement["response"])

@@ -50,6 +50,29 @@ class Completion:
     token_ids: tuple[int, ...] | None = None  # local backends only (benchmark agreement, tests)
 
 
+@dataclass(frozen=True)
+class ScoreRequest:
+    """The next-token log-probabilities of `options` after a prompt, without generating: what
+    expected-score judging reads (G-Eval). `prompt_text` is the exact rendered prompt, the
+    assistant's opening included (a judge prompt ending in "Score:"); each option is a text of
+    one token of the model's tokenizer (" 0" .. " 5"). `shared_prefix` is text that every request of
+    the stage begins with (the system prompt and the rubric): a local backend computes its KV cache
+    once and reuses it for every request, the same way whatever else is asked in the same call."""
+
+    key: str
+    prompt_text: str
+    options: tuple[str, ...]
+    shared_prefix: str = ""
+
+
+@dataclass(frozen=True)
+class OptionLogprobs:
+    key: str
+    # one per option, in the request's order: the natural log of its next-token probability under the
+    # full vocabulary; None where a server's top_logprobs did not list it (probability below the k-th)
+    logprobs: tuple[float | None, ...]
+
+
 @dataclass
 class GenerationStats:
     requests: int = 0  # calls made (HTTP requests; samples for local backends)
@@ -79,6 +102,10 @@ class Backend(Protocol):
 
     def describe(self) -> dict:
         """What produced the replies (backend, model, server, dtype, ...), for markers and logs."""
+
+    def score_options(self, requests: Iterable[ScoreRequest]) -> Iterator[OptionLogprobs]:
+        """One OptionLogprobs per request (expected-score judging); a BackendError where the backend or
+        its server cannot give next-token log-probabilities."""
 
     def __enter__(self) -> "Backend": ...
 

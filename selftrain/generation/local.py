@@ -12,7 +12,7 @@ import time
 from typing import Iterable, Iterator
 
 from selftrain.errors import InputError
-from selftrain.generation.base import BackendError, Completion, GenerationStats, Request
+from selftrain.generation.base import BackendError, Completion, GenerationStats, OptionLogprobs, Request, ScoreRequest
 from selftrain.logging import log
 from selftrain.prompts import PromptSpec, encode_prompt
 
@@ -64,6 +64,7 @@ class LocalBackend:
                 f"{time.perf_counter() - started:.1f}s")
         self.stats = GenerationStats()
         self.encode = PromptTokens(self.tokenizer, spec)
+        self._scorer = None  # expected-score judging's prefix scorer, made on first use
 
     def __enter__(self) -> "LocalBackend":
         return self
@@ -92,6 +93,25 @@ class LocalBackend:
                 self.stats.requests += len(group)
                 self.stats.prompt_tokens += engine.stats["prompt_tokens"]
                 self.stats.seconds += engine.stats["seconds"]
+
+
+    def score_options(self, requests: Iterable[ScoreRequest]) -> Iterator[OptionLogprobs]:
+        """Option log-probabilities from the model's logits, the shared prefix's cache computed once
+        (prefill.py: each request alone on that cache, so its result never depends on the others)."""
+        from selftrain.generation.prefill import PrefixScorer
+
+        if self._scorer is None:
+            self._scorer = PrefixScorer(self.model, self.encode)
+        before = dict(self._scorer.stats)
+        try:
+            for result in self._scorer.score(requests, self.tokenizer):
+                self.stats.completions += 1
+                yield result
+        finally:
+            spent = {k: self._scorer.stats[k] - before[k] for k in before}
+            self.stats.requests += spent["requests"]
+            self.stats.prompt_tokens += spent["prompt_tokens"]
+            self.stats.seconds += spent["seconds"]
 
 
 def _quantize(model, model_name: str) -> None:

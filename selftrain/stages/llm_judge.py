@@ -9,20 +9,31 @@ Scores are parsed later (pairs.py, judge_eval.py) from the text, so the parser's
 judgement on disk; the marker counts them: parsed, "no score" (a judgement cut off at
 judge_max_new_tokens is one: it never concluded), "out of range".
 
+`self_rewarding.judge_scoring: expected` (G-Eval) judges each candidate once, without sampling: the
+score is the probability-weighted mean of the score tokens 0..5 where the judge writes its score, read
+from the judge's next-token distribution after "Score: " (local backends: the logits, the rubric's
+prefix computed once per stage; a server: its top logprobs). The record's `response` is the judge's
+reply up to there, and it adds `score_logprobs` (the six), `expected_score` and `score_mass` (their
+probability together: how sure the judge is that a score comes next).
+
   python llm_judge.py --input data/iter2.samples.jsonl --judge_model results/sr/iter_01/model
   python llm_judge.py --run_dir results/self_rewarding --iteration 2
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
+from pathlib import Path
 
 from selftrain.config import Config
+from selftrain.generation.base import SamplingParams, ScoreRequest, described
 from selftrain.generation.jobs import open_backend, run_jobs_in_order, stage_seed
-from selftrain.judging import aggregate
+from selftrain.judging import aggregate, load_template, round_half_up
 from selftrain.logging import log
-from selftrain.prompts import PromptSpec
-from selftrain.records import read_jsonl
-from selftrain.self_rewarding import judge_jobs, judge_params, judgement_score
+from selftrain.prompts import PromptSpec, render_prompt
+from selftrain.records import JsonlAppender, read_jsonl, reorder_jsonl
+from selftrain.self_rewarding import (expected_score, judge_jobs, judge_params, judge_prompt_record, judgement_score,
+                                      opening_after, score_opening)
 
 JUDGE_SEED = 7_919  # judge draws differ from the candidates' draws of the same iteration
 
@@ -32,8 +43,10 @@ def parse_counts(judgements: list[dict]) -> dict:
     scores given."""
     parsed = [judgement_score(j) for j in judgements]
     counts = aggregate(parsed)
-    given = Counter(str(p.score) for p in parsed if p.score is not None)
+    given = Counter(str(round_half_up(p.score)) for p in parsed if p.score is not None)
     return {"judgements": counts["n_judgements"], "parsed": counts["n_ok"], "no_score": counts["n_no_score"],
+            **({"mean_score_mass": round(sum(j["score_mass"] for j in judgements) / len(judgements), 4)}
+               if judgements and "score_mass" in judgements[0] else {}),
             "out_of_range": counts["n_out_of_range"],
             "parse_failure_rate": round(1 - counts["n_ok"] / max(len(judgements), 1), 4),
             "scores_given": dict(sorted(given.items())),
@@ -48,13 +61,76 @@ def judge_candidates(config: Config, judge_model: str, candidates: list[dict], o
                                           batch_size=config.batch_size, role="sample")
         with backend:
             return judge_candidates(config, judge_model, candidates, output_path, iteration, backend, tokenizer)
+    sr = config.self_rewarding
     jobs = judge_jobs(config, tokenizer, candidates, judge_model, iteration)
-    log(f"judging {len(candidates)} candidates x {config.self_rewarding.judge_samples} with {judge_model} "
-        f"-> {output_path}")
-    metrics = run_jobs_in_order(backend, jobs, output_path, judge_params(config), stage_seed(config, iteration) + JUDGE_SEED)
+    seed = stage_seed(config, iteration) + JUDGE_SEED
+    if sr.judge_scoring == "expected":
+        log(f"judging {len(candidates)} candidates (expected score, justification {sr.judge_justification}) "
+            f"with {judge_model} -> {output_path}")
+        metrics = expected_judgements(config, backend, tokenizer, jobs, output_path, seed)
+    else:
+        log(f"judging {len(candidates)} candidates x {sr.judge_samples} with {judge_model} -> {output_path}")
+        metrics = run_jobs_in_order(backend, jobs, output_path, judge_params(config), seed)
     counts = parse_counts(read_jsonl(output_path))
     log(f"judgements: {counts}")
     return {**metrics, **counts, "candidates": len(candidates)}
+
+
+def judge_prefix(config: Config, tokenizer) -> str:
+    """The text every judge prompt of a stage begins with (system prompt, rubric up to the request): the
+    prefix whose KV cache an expected-score backend computes once."""
+    marker = "\x00"
+    record = judge_prompt_record(load_template(config.self_rewarding.judge_template), {"prompt": marker,
+                                                                                      "response": marker})
+    return render_prompt(tokenizer, record, PromptSpec.from_config(config)).split(marker)[0]
+
+
+def justifications_path(output_path) -> Path:
+    """Where a judge that writes its checks first keeps them (resumable) before its score is read."""
+    output_path = Path(output_path)
+    return output_path.with_name("justifications_" + output_path.name)
+
+
+def expected_judgements(config: Config, backend, tokenizer, jobs: list[dict], output_path, seed: int) -> dict:
+    """One judgement per candidate whose score is the expected value of the score tokens after "Score:"
+    (self_rewarding.expected_score). The judge's reply up to there is "Score: " alone (judge_justification
+    after / none) or its greedy justification (first), generated and kept on disk before any score is read.
+    Each record keeps the six score log-probabilities and the mass they hold; appended as it comes, so a
+    killed stage resumes, and each score depends on its own prompt alone (prefill.py), never on the split."""
+    sr = config.self_rewarding
+    label, options = score_opening(tokenizer)
+    openings = {job["id"]: (label, "stop", 0) for job in jobs}
+    metrics = {}
+    if sr.judge_justification == "first":
+        texts = justifications_path(output_path)
+        greedy = SamplingParams(0.0, 1.0, 0, sr.judge_max_new_tokens)
+        metrics["justifications"] = run_jobs_in_order(backend, [dict(job) for job in jobs], texts, greedy, seed)
+        for r in read_jsonl(texts):
+            openings[r["id"]] = (opening_after(r["response"], label), r["finish_reason"], r["num_tokens"])
+    prefix = judge_prefix(config, tokenizer)
+    before = dataclasses.replace(backend.stats)
+    with JsonlAppender(output_path) as appender:
+        todo = {job["id"]: job for job in jobs if job["id"] not in appender.done}
+        if len(todo) < len(jobs):
+            log(f"resuming: {len(jobs) - len(todo)} of {len(jobs)} already judged, {len(todo)} to go")
+        requests = [ScoreRequest(key, job["prompt_text"] + openings[key][0], options, prefix)
+                    for key, job in todo.items()]
+        for result in backend.score_options(requests):
+            job = todo.pop(result.key)
+            opening, finish_reason, num_tokens = openings[result.key]
+            value, mass = expected_score(list(result.logprobs))
+            appender.write({**{k: v for k, v in job.items() if not k.startswith("_")}, "response": opening,
+                            "finish_reason": finish_reason, "num_tokens": num_tokens,
+                            "score_logprobs": list(result.logprobs), "expected_score": value,
+                            "score_mass": round(mass, 6)})
+        if todo:
+            raise RuntimeError(f"backend {backend.name} returned no score for {len(todo)} requests")
+    reorder_jsonl(output_path, [job["id"] for job in jobs])
+    spent = backend.stats.since(before).as_dict()
+    return {**metrics, "scored": spent["completions"], "skipped_existing": len(jobs) - spent["completions"],
+            "seconds": spent["seconds"], "prompt_tokens": spent["prompt_tokens"],
+            "seconds_per_candidate": round(spent["seconds"] / max(spent["completions"], 1), 4),
+            "backend": described(backend)}
 
 
 def main(argv=None):

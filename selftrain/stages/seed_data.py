@@ -17,7 +17,11 @@ and with its own marker:
   <x>          IFT: the replies that follow every instruction (rejection sampling; at most
                max_per_prompt per prompt, duplicates and cut-off replies dropped)
                EFT: every reply's rubric prompt -> the justification of its rule-checked score
-               (self_rewarding.truth_score), balanced over the scores 0..5
+               (self_rewarding.truth_score), in the judge's order (judge_justification: the checks
+               first, the score first, or the score alone); balanced over the scores 0..5
+               (eft_balance: score), or every reply with a prompt's replies together (prompt); with
+               eft_from_ift the IFT step's judged replies too (no extra generation); eft_repeats
+               copies of each
 This EFT differs from the paper's, which keeps M_SFT's own judgements when their ranking agrees with
 human rankings: here the targets are right by construction (README "Self-Rewarding").
 
@@ -39,7 +43,7 @@ from selftrain.logging import log
 from selftrain.prompts import PromptSpec, render_prompt
 from selftrain.records import iter_jsonl, read_jsonl, validate_prompt_record, write_jsonl_atomic
 from selftrain.runs import StageOutput, generator_for, stage_output
-from selftrain.self_rewarding import judge_prompt_record, justification, truth_score
+from selftrain.self_rewarding import check_lines, judge_prompt_record, judgement_text, justification, truth_score
 
 SCORES = range(6)
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -88,8 +92,8 @@ def ift_pair(obj: dict, where: str) -> tuple[dict, str]:
     return prompt, response
 
 
-def eft_example(obj: dict, where: str) -> tuple[dict, str]:
-    """(candidate record to judge, target text) of one EFT example."""
+def eft_example(obj: dict, where: str) -> tuple[dict, int, list[str]]:
+    """(candidate record to judge, its score, the justification's lines) of one EFT example."""
     if "conversations" in obj or "messages" in obj:
         raise InputError(f"{where}: this is an IFT example (conversations/messages); an EFT example is "
                          f"{{prompt, response, score}}: make them with eft_data.py or scripts/eft_data_prepare.sh")
@@ -104,7 +108,7 @@ def eft_example(obj: dict, where: str) -> tuple[dict, str]:
     note = obj.get("justification", "")
     if not isinstance(note, str):
         raise InputError(f"{where}: justification: expected a string")
-    return {"prompt": obj["prompt"], "response": obj["response"]}, (note.strip() + "\n" if note.strip() else "") + f"Score: {score}"
+    return {"prompt": obj["prompt"], "response": obj["response"]}, score, note.strip().splitlines()
 
 
 def train_row(tokenizer, spec: PromptSpec, record_id: str, prompt: dict, response: str, **extra) -> dict:
@@ -127,9 +131,11 @@ def from_file(config: Config, kind: str, path, model_name: str, output_path) -> 
     tokenizer, template = load_tokenizer(model_name), load_template(config.self_rewarding.judge_template)
     stem = Path(path).stem
     rows = []
-    for lineno, (prompt, target) in items:
-        if kind == "eft":
-            prompt = judge_prompt_record(template, prompt)
+    for lineno, item in items:
+        prompt, target = item[:2]
+        if kind == "eft":  # the target in the judge's order (self_rewarding.judge_justification)
+            prompt, target = judge_prompt_record(template, item[0]), judgement_text(
+                item[1], item[2], config.self_rewarding.judge_justification)
         rows.append(train_row(tokenizer, spec, f"{kind}-{stem}-{lineno:06d}", prompt, target, source=str(path)))
     write_jsonl_atomic(output_path, rows)
     log(f"{kind}: {len(rows)} examples from {path} -> {output_path}")
@@ -153,13 +159,38 @@ def balanced_by_score(config: Config, judged: list[dict]) -> tuple[list[tuple[di
                   "per_score": {str(s): min(len(by_score.get(s, [])), cap) for s in SCORES}}
 
 
+def by_prompt(judged: list[dict]) -> tuple[list[tuple[dict, int]], dict]:
+    """Every judged reply with its truth score, a prompt's replies together (`eft_balance: prompt`): beside
+    one another, replies to the same request that score differently teach the judge to read the reply,
+    where a set balanced over scores across prompts teaches which kinds of request usually pass. A reply
+    whose text repeats another of its prompt is kept once."""
+    groups: dict[str, dict[str, dict]] = defaultdict(dict)
+    for record in judged:
+        groups[record.get("prompt_id", record["id"])].setdefault(record["response"].strip(), record)
+    kept = [(record, truth_score(record)) for replies in groups.values() for record in replies.values()]
+    contrasts = sum(len({truth_score(r) for r in replies.values()}) > 1 for replies in groups.values())
+    return kept, {"train_examples": len(kept), "prompts": len(groups), "prompts_with_contrast": contrasts,
+                  "duplicates_dropped": len(judged) - len(kept),
+                  "per_score": {str(s): sum(score == s for _, score in kept) for s in SCORES}}
+
+
+def eft_selection(config: Config, judged: list[dict]) -> tuple[list[tuple[dict, int]], dict]:
+    if config.self_rewarding.eft_balance == "prompt":
+        return by_prompt(judged)
+    return balanced_by_score(config, judged)
+
+
 def eft_rows(config: Config, kept: list[tuple[dict, int]], tokenizer) -> list[dict]:
-    """EFT examples in train.py's format: the rubric prompt about the reply -> its justification."""
+    """EFT examples in train.py's format: the rubric prompt about the reply -> its justification, in the
+    judge's order (`judge_justification`); each `eft_repeats` times (ids `<id>#<k>` after the first)."""
     from selftrain.judging import load_template
 
-    template, spec = load_template(config.self_rewarding.judge_template), PromptSpec.from_config(config)
-    return [train_row(tokenizer, spec, record["id"], judge_prompt_record(template, record), justification(record),
-                      metadata={"true_score": score}) for record, score in kept]
+    sr = config.self_rewarding
+    template, spec = load_template(sr.judge_template), PromptSpec.from_config(config)
+    rows = [train_row(tokenizer, spec, record["id"], judge_prompt_record(template, record),
+                      justification(record, sr.judge_justification), metadata={"true_score": score})
+            for record, score in kept]
+    return rows + [dict(row, id=f"{row['id']}#{k}") for k in range(1, sr.eft_repeats) for row in rows]
 
 
 def raw_ift(kept: list[dict], judged: list[dict]) -> list[dict]:
@@ -172,7 +203,7 @@ def raw_ift(kept: list[dict], judged: list[dict]) -> list[dict]:
 def raw_eft(kept: list[tuple[dict, int]]) -> list[dict]:
     """EFT examples in the EFT file format, for eft.sh's DATA_PATH."""
     return [{"id": r["id"], "prompt": r["prompt"], "response": r["response"], "score": score,
-             "justification": justification(r).rsplit("\n", 1)[0]} for r, score in kept]
+             "justification": "\n".join(check_lines(r))} for r, score in kept]
 
 
 def write_json_atomic(path: Path, rows: list[dict]) -> None:
@@ -217,19 +248,23 @@ def sampled_and_judged(args, config: Config, kind: str, model_name: str, outputs
     return judged.path
 
 
-def build(config: Config, kind: str, model_name: str, judged_path: Path, out: StageOutput) -> dict:
-    """The step's training file; an output named *.json gets the raw file format instead (seed scripts)."""
+def build(config: Config, kind: str, model_name: str, judged_path: Path, out: StageOutput,
+          more_judged: Path | None = None) -> dict:
+    """The step's training file; an output named *.json gets the raw file format instead (seed scripts).
+    EFT also takes the replies of `more_judged` (the IFT stage's, `eft_from_ift`)."""
     from selftrain.models import load_tokenizer
     from selftrain.stages.select import select_examples
 
-    judged = read_jsonl(judged_path)
+    judged = read_jsonl(judged_path) + (read_jsonl(more_judged) if more_judged else [])
     if kind == "ift":
         kept, metrics = select_examples(dataclasses.replace(config, filter_strategy="correct", balance_by=""),
                                         judged, [])
         spec = PromptSpec.from_config(config).to_dict()
         rows = raw_ift(kept, judged) if out.path.suffix == ".json" else [dict(r, prompt_spec=spec) for r in kept]
     else:
-        kept, metrics = balanced_by_score(config, judged)
+        kept, metrics = eft_selection(config, judged)
+        metrics = {**metrics, "repeats": config.self_rewarding.eft_repeats,
+                   **({"from_ift_judged": str(more_judged)} if more_judged else {})}
         rows = raw_eft(kept) if out.path.suffix == ".json" else eft_rows(config, kept, load_tokenizer(model_name))
     if out.path.suffix == ".json":
         write_json_atomic(out.path, rows)
@@ -248,6 +283,9 @@ def parser(kind: str):
     p.add_argument("--model_name", help="the model that writes the replies and whose tokenizer renders the "
                                         "prompts (default: the base model)")
     p.add_argument("--output", help=f"{kind.upper()} training file (default in a run: iter_NN/{kind}_<ts>.jsonl)")
+    if kind == "eft":
+        p.add_argument("--ift_judged", help="the IFT replies judged by ift_data.py, EFT examples too with "
+                                            "self_rewarding.eft_from_ift (default in a run: iter_NN/ift_judged)")
     return p
 
 
@@ -269,8 +307,26 @@ def main_for(kind: str, argv=None):
     if config.task.name != "ifeval":
         raise InputError(f"config: self_rewarding.{kind}_file: needed: the built-in {kind.upper()} prompts come "
                          f"from task ifeval (task.name is {config.task.name!r})")
+    more = ift_judged(args, config) if kind == "eft" and config.self_rewarding.eft_from_ift else None
     judged = sampled_and_judged(args, config, kind, model_name, outputs)
-    out.finish(config, build(config, kind, model_name, judged, out), {"model": model_name, "input": str(judged)})
+    out.finish(config, build(config, kind, model_name, judged, out, more), {"model": model_name, "input": str(judged)})
+
+
+def ift_judged(args, config: Config) -> Path:
+    """The IFT stage's rule-checked replies (`eft_from_ift`): --ift_judged, or the run's ift_judged stage."""
+    from selftrain.runs import finished_output
+
+    if args.ift_judged:
+        if not Path(args.ift_judged).is_file():
+            raise InputError(f"{args.ift_judged}: file not found (--ift_judged)")
+        return Path(args.ift_judged)
+    if not args.run_dir:
+        raise InputError("self_rewarding.eft_from_ift: give --ift_judged (the IFT replies judged by ift_data.py) "
+                         "or --run_dir")
+    if config.self_rewarding.ift_file:
+        raise InputError("self_rewarding.eft_from_ift: IFT comes from ift_file, so there are no rule-checked IFT "
+                         "replies to judge; set eft_from_ift: false")
+    return finished_output(args.run_dir, args.iteration, "ift_judged")
 
 
 def main_ift(argv=None):
