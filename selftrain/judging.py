@@ -44,15 +44,32 @@ score_chosen > score_rejected. Reasons: "paired", "too_few_scored" (< 2 scored c
 "no_untruncated_top" (only truncated candidates score above the minimum).
 
 Judge accuracy (`judge_agreement`, notes 4.2 point 5; the paper's Table 4). Against a
-rule-checked true score per candidate: pairwise accuracy over same-prompt pairs whose true
-scores differ (judge ties are wrong and counted apart), exact agreement (mean rounded half up
-== truth), Spearman and Kendall tau-b over all parsed candidates (average ranks for ties, in
-house). Candidates without a parsed score are reported as the parse-failure rate and never
-enter the correlations or the pairs (AutoAlign folds them in as -1).
+rule-checked true score per candidate, over same-prompt pairs whose true scores differ and
+both judge scores parsed: `pairwise_accuracy` = correct / decided, where a pair is decided when
+the judge's two scores differ (None when none is); `judge_tie_rate` = judge ties / all such
+pairs; `pairwise_ties_half` counts a tie as half right. A tie is never counted as wrong: a
+judge scored once per candidate gives whole numbers 0..5 and ties often, and counting ties as
+failures puts a judge that ignores the reply at ~36-42%, not 50%. Also exact agreement (mean
+rounded half up == truth), Spearman and Kendall tau-b over all parsed candidates (average
+ranks for ties, in house). Candidates without a parsed score are reported as the
+parse-failure rate and never enter the correlations or the pairs (AutoAlign folds them in as
+-1). Scores may be whole numbers, means of several judgements or continuous expected scores.
+
+Chance levels (`chance` in `judge_agreement`, `pair_precision_chance`). Every judge figure comes
+with the value the same judge reaches with its scores shuffled among the parsed candidates of
+each prompt (`CHANCE_PERMUTATIONS` seeded shuffles, each figure averaged over the shuffles where
+it is defined): the same score spread, the same per-prompt levels, no information about which
+reply is which. A figure is read against its chance level, not against 50% or 0.
+
+Pair precision (`pair_precision`). The pairs a round trains on, split by their true scores:
+`right` (chosen truly higher), `equal_truth` (both replies truly equal: noise for DPO, neither
+right nor wrong), `wrong`; `precision` = right / all pairs, `precision_decided` =
+right / (right + wrong).
 """
 from __future__ import annotations
 
 import math
+import random
 import re
 import statistics
 from dataclasses import dataclass, field
@@ -93,6 +110,9 @@ PLACEHOLDERS = ("{prompt}", "{response}")
 MIN_SCORE, MAX_SCORE = 0, 5
 OK, NO_SCORE, OUT_OF_RANGE = "ok", "no_score", "out_of_range"
 PAIR_REASONS = ("paired", "tie", "too_few_scored", "no_untruncated_top")
+# shuffles behind a chance level: 200 leave it about half a point of noise on a judge set of ~100
+# candidates; a fixed seed makes a marker reproducible
+CHANCE_PERMUTATIONS, CHANCE_SEED = 200, 0
 
 
 # --- the judge prompt ----------------------------------------------------------------------------
@@ -274,42 +294,99 @@ def kendall_tau_b(xs: list[float], ys: list[float]) -> float | None:
     return (concordant - discordant) / denominator if denominator > 0 else None
 
 
-def _pairwise(groups: dict) -> dict:
-    correct = wrong = judge_ties = unscored = 0
-    for candidates in groups.values():
-        for a, b in combinations(candidates, 2):
-            if a["true_score"] == b["true_score"]:
-                continue
-            if a["mean_score"] is None or b["mean_score"] is None:
-                unscored += 1
-            elif a["mean_score"] == b["mean_score"]:
-                judge_ties += 1
-            elif (a["mean_score"] > b["mean_score"]) == (a["true_score"] > b["true_score"]):
+def _truth_pairs(truths: list[float]) -> list[tuple[int, int, bool]]:
+    """Index pairs (i, j, truth_i > truth_j) of one group whose true scores differ."""
+    return [(i, j, truths[i] > truths[j]) for i, j in combinations(range(len(truths)), 2) if truths[i] != truths[j]]
+
+
+def _pairwise_figures(correct: int, wrong: int, ties: int) -> dict:
+    decided, n = correct + wrong, correct + wrong + ties
+    return {"pairwise_accuracy": correct / decided if decided else None, "n_decided": decided,
+            "judge_ties": ties, "judge_tie_rate": ties / n if n else None,
+            "pairwise_ties_half": (correct + 0.5 * ties) / n if n else None, "n_pairs": n}
+
+
+def _pairwise_counts(judges: list[list[float]], pairs: list[list[tuple[int, int, bool]]]) -> tuple[int, int, int]:
+    """(correct, wrong, judge ties) over each group's truth pairs, judge scores by position."""
+    correct = wrong = ties = 0
+    for scores, group_pairs in zip(judges, pairs):
+        for i, j, truly_higher in group_pairs:
+            if scores[i] == scores[j]:
+                ties += 1
+            elif (scores[i] > scores[j]) == truly_higher:
                 correct += 1
             else:
                 wrong += 1
-    n_pairs = correct + wrong + judge_ties
-    return {"pairwise_accuracy": correct / n_pairs if n_pairs else None, "n_pairs": n_pairs,
-            "judge_ties": judge_ties, "n_pairs_unscored": unscored}
+    return correct, wrong, ties
 
 
-def judge_agreement(groups: dict) -> dict:
-    """How well the judge's means follow `true_score` (int 0..5) per candidate, over prompt groups.
+def _mean_defined(values: list) -> float | None:
+    defined = [v for v in values if v is not None]
+    return statistics.fmean(defined) if defined else None
 
-    Pairs are same-prompt pairs with different true scores and both means parsed; the
-    correlations and exact agreement pool every parsed candidate. Judgement-level failure counts
-    are summed from `n_judgements` / `n_no_score` / `n_out_of_range` where candidates carry them
-    (the keys of `aggregate`).
+
+def _judge_chance(parsed_groups: list[list[dict]], permutations: int, seed: int) -> dict:
+    """The judge figures with its scores shuffled within each group (see "Chance levels" above).
+
+    A shuffle moves a candidate's score together with its rank among all parsed scores (the
+    multiset of scores does not change, so neither do the ranks), so Spearman is O(n) per shuffle.
+    Kendall's O(n^2) has no chance level."""
+    judges = [[float(c["mean_score"]) for c in g] for g in parsed_groups]
+    truths = [[float(c["true_score"]) for c in g] for g in parsed_groups]
+    pairs = [_truth_pairs(t) for t in truths]
+    flat_ranks = average_ranks([j for g in judges for j in g])
+    ranks, k = [], 0
+    for g in judges:
+        ranks.append(flat_ranks[k:k + len(g)])
+        k += len(g)
+    truth_ranks = average_ranks([t for g in truths for t in g])
+    rounded = [[round_half_up(j) for j in g] for g in judges]
+    n = len(truth_ranks)
+    rng = random.Random(seed)
+    figures = {key: [] for key in ("pairwise_accuracy", "pairwise_ties_half", "judge_tie_rate",
+                                   "exact_agreement", "spearman")}
+    for _ in range(permutations):
+        orders = []
+        for g in judges:
+            order = list(range(len(g)))
+            rng.shuffle(order)
+            orders.append(order)
+        shuffled = [[g[i] for i in order] for g, order in zip(judges, orders)]
+        pairwise = _pairwise_figures(*_pairwise_counts(shuffled, pairs))
+        for key in ("pairwise_accuracy", "pairwise_ties_half", "judge_tie_rate"):
+            figures[key].append(pairwise[key])
+        hits = sum(r[i] == t for r, ts, order in zip(rounded, truths, orders) for i, t in zip(order, ts))
+        figures["exact_agreement"].append(hits / n if n else None)
+        figures["spearman"].append(pearson([r[i] for r, order in zip(ranks, orders) for i in order], truth_ranks))
+    return {**{key: _mean_defined(values) for key, values in figures.items()}, "permutations": permutations}
+
+
+def judge_agreement(groups: dict, permutations: int = CHANCE_PERMUTATIONS, seed: int = CHANCE_SEED) -> dict:
+    """How well the judge's scores (`mean_score`, any real number, None when unparsed) follow
+    `true_score` (0..5) per candidate, over prompt groups, each figure with its chance level.
+
+    Pairs are same-prompt pairs with different true scores and both scores parsed (the rules are in
+    the module docstring); the correlations and exact agreement pool every parsed candidate.
+    Judgement-level failure counts are summed from `n_judgements` / `n_no_score` / `n_out_of_range`
+    where candidates carry them (the keys of `aggregate`). `chance`: `pairwise_accuracy`,
+    `pairwise_ties_half`, `judge_tie_rate`, `exact_agreement`, `spearman` of the same judge with its
+    scores shuffled within each prompt, over `permutations` shuffles seeded with `seed`.
     """
     everyone = [c for candidates in groups.values() for c in candidates]
-    parsed = [c for c in everyone if c["mean_score"] is not None]
+    parsed_groups = [[c for c in candidates if c["mean_score"] is not None] for candidates in groups.values()]
+    parsed = [c for g in parsed_groups for c in g]
     judge = [float(c["mean_score"]) for c in parsed]
     truth = [float(c["true_score"]) for c in parsed]
-    out = {"n_candidates": len(everyone), "n_scored": len(parsed), **_pairwise(groups),
+    counts = _pairwise_counts([[float(c["mean_score"]) for c in g] for g in parsed_groups],
+                              [_truth_pairs([c["true_score"] for c in g]) for g in parsed_groups])
+    all_truth_pairs = sum(len(_truth_pairs([c["true_score"] for c in cs])) for cs in groups.values())
+    out = {"n_candidates": len(everyone), "n_scored": len(parsed), **_pairwise_figures(*counts),
+           "n_pairs_unscored": all_truth_pairs - sum(counts),  # a pair with an unparsed score
            "exact_agreement": (sum(round_half_up(c["mean_score"]) == c["true_score"] for c in parsed)
                                / len(parsed) if parsed else None),
            "spearman": spearman(judge, truth), "kendall_tau_b": kendall_tau_b(judge, truth),
-           "parse_failure_rate": (len(everyone) - len(parsed)) / len(everyone) if everyone else None}
+           "parse_failure_rate": (len(everyone) - len(parsed)) / len(everyone) if everyone else None,
+           "chance": _judge_chance(parsed_groups, permutations, seed)}
     with_counts = [c for c in everyone if "n_judgements" in c]
     if with_counts:
         n = sum(c["n_judgements"] for c in with_counts)
@@ -320,15 +397,49 @@ def judge_agreement(groups: dict) -> dict:
     return out
 
 
-def pair_precision(pairs: list[dict], true_score_by_id: dict) -> float | None:
-    """Share of pairs whose chosen candidate truly scores strictly higher (label noise, notes 4.2)."""
-    if not pairs:
-        return None
+def pair_precision(pairs: list[dict], true_score_by_id: dict) -> dict:
+    """The pairs split by their true scores (label noise, notes 4.2): `right` (chosen truly higher),
+    `equal_truth`, `wrong`; `precision` = right / n_pairs, `precision_decided` = right / (right + wrong),
+    `equal_truth_rate` = equal_truth / n_pairs (None where the denominator is 0)."""
     missing = [i for p in pairs for i in (p["chosen_id"], p["rejected_id"]) if i not in true_score_by_id]
     if missing:
         raise ValueError(f"pair_precision: no true score for candidate {missing[0]!r}")
-    right = sum(true_score_by_id[p["chosen_id"]] > true_score_by_id[p["rejected_id"]] for p in pairs)
-    return right / len(pairs)
+    right = equal = wrong = 0
+    for p in pairs:
+        chosen, rejected = true_score_by_id[p["chosen_id"]], true_score_by_id[p["rejected_id"]]
+        right += chosen > rejected
+        equal += chosen == rejected
+        wrong += chosen < rejected
+    n = len(pairs)
+    return {"n_pairs": n, "right": right, "equal_truth": equal, "wrong": wrong,
+            "precision": right / n if n else None,
+            "precision_decided": right / (right + wrong) if right + wrong else None,
+            "equal_truth_rate": equal / n if n else None}
+
+
+def pair_precision_chance(groups: dict, length_control: float = 0.0, permutations: int = CHANCE_PERMUTATIONS,
+                          seed: int = CHANCE_SEED) -> dict:
+    """`pair_precision` of the pairs `build_pairs` makes when the judge's `mean_score`s are shuffled
+    among the parsed candidates of each prompt (`truncated`, `response`, `true_score` stay with their
+    candidate), averaged over `permutations` shuffles seeded with `seed`: `precision`,
+    `precision_decided`, `equal_truth_rate` (each over the shuffles where it is defined) and `pairs`
+    (the mean number of pairs). `groups` as `self_rewarding.scored_groups` gives them."""
+    truth = {c["id"]: c["true_score"] for candidates in groups.values() for c in candidates}
+    rng = random.Random(seed)
+    figures = {key: [] for key in ("precision", "precision_decided", "equal_truth_rate", "pairs")}
+    for _ in range(permutations):
+        shuffled = {}
+        for prompt_id, candidates in groups.items():
+            scores = [c["mean_score"] for c in candidates if c["mean_score"] is not None]
+            rng.shuffle(scores)
+            deal = iter(scores)
+            shuffled[prompt_id] = [c if c["mean_score"] is None else {**c, "mean_score": next(deal)}
+                                   for c in candidates]
+        split = pair_precision(build_pairs(shuffled, length_control)[0], truth)
+        for key in ("precision", "precision_decided", "equal_truth_rate"):
+            figures[key].append(split[key])
+        figures["pairs"].append(split["n_pairs"])
+    return {**{key: _mean_defined(values) for key, values in figures.items()}, "permutations": permutations}
 
 
 def score_histogram(values: list[float | None]) -> dict[str, int]:

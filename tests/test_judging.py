@@ -10,7 +10,7 @@ import pytest
 from selftrain.errors import InputError
 from selftrain.judging import (
     DEFAULT_JUDGE_TEMPLATE, NO_SCORE, ParsedScore, aggregate, average_ranks, build_pair, build_pairs, check_template,
-    judge_agreement, kendall_tau_b, length_stats, load_template, pair_precision, parse_score,
+    judge_agreement, kendall_tau_b, length_stats, load_template, pair_precision, pair_precision_chance, parse_score,
     render_judge_prompt, score_histogram, spearman,
 )
 
@@ -231,7 +231,10 @@ def test_judge_agreement_on_a_hand_example():
     result = judge_agreement(HAND)
     # pairs with different truth and both parsed: ab ok, ac ok, (bc same truth), ef judge tie, eg wrong, fg ok
     assert result["n_pairs"] == 5 and result["judge_ties"] == 1 and result["n_pairs_unscored"] == 3  # ad bd cd
-    assert result["pairwise_accuracy"] == pytest.approx(3 / 5)
+    assert result["n_decided"] == 4
+    assert result["pairwise_accuracy"] == pytest.approx(3 / 4)  # the tie is neither right nor wrong
+    assert result["judge_tie_rate"] == pytest.approx(1 / 5)
+    assert result["pairwise_ties_half"] == pytest.approx(3.5 / 5)
     assert result["exact_agreement"] == pytest.approx(1 / 6)  # only a
     # judge [4,3,1,2,2,5] ranks [5,4,1,2.5,2.5,6]; truth [4,2,2,5,1,3] ranks [5,2.5,2.5,6,1,4]
     # deviations from 3.5: sum of products 5.5, sums of squares 17 and 17
@@ -262,9 +265,12 @@ def test_perfect_and_reversed_judges():
     assert (result["pairwise_accuracy"], result["spearman"], result["kendall_tau_b"]) == (1.0, pytest.approx(1.0),
                                                                                           pytest.approx(1.0))
     assert result["judge_ties"] == 0 and result["exact_agreement"] == 1.0
+    # [5,3,1,0] has 6 pairs, [4,2,2,1] 5 (the two 2s are no pair), [0,5] 1
+    assert (result["n_decided"], result["n_pairs"], result["judge_tie_rate"], result["pairwise_ties_half"]) == (
+        12, 12, 0.0, 1.0)
     reversed_ = {f"p{i}": [truth(f"p{i}#{j}", 5 - s, s) for j, s in enumerate(row)] for i, row in enumerate(true_scores)}
     result = judge_agreement(reversed_)
-    assert result["pairwise_accuracy"] == 0.0
+    assert result["pairwise_accuracy"] == 0.0 and result["pairwise_ties_half"] == 0.0 and result["n_decided"] == 12
     assert result["spearman"] == pytest.approx(-1.0) and result["kendall_tau_b"] == pytest.approx(-1.0)
 
 
@@ -301,14 +307,144 @@ def test_correlations_match_a_brute_force_reference():
     assert spearman([1], [2]) is None
 
 
-def test_pair_precision():
+def test_judge_giving_one_score_to_everything_decides_nothing():
+    same = {"p1": [truth("a", 3.0, 5), truth("b", 3.0, 2), truth("c", 3.0, 0)],
+            "p2": [truth("d", 3.0, 4), truth("e", 3.0, 1)]}
+    result = judge_agreement(same)
+    assert (result["n_decided"], result["judge_ties"], result["n_pairs"]) == (0, 4, 4)
+    assert result["pairwise_accuracy"] is None and result["judge_tie_rate"] == 1.0
+    assert result["pairwise_ties_half"] == 0.5
+    assert result["spearman"] is None  # a constant judge has no correlation
+    chance = result["chance"]
+    assert chance["pairwise_accuracy"] is None and chance["judge_tie_rate"] == 1.0 and chance["pairwise_ties_half"] == 0.5
+
+
+def test_judge_agreement_on_a_mixed_case_with_float_scores():
+    # continuous (expected-score) judge: only exactly equal scores tie
+    groups = {"p1": [truth("a", 4.31, 5), truth("b", 4.30, 2), truth("c", 2.95, 3), truth("d", 2.95, 0)],
+              "p2": [truth("e", 1.2, 1), truth("f", 3.333, 4), truth("g", None, 5)]}
+    result = judge_agreement(groups)
+    # p1: ab ok, ac ok, ad ok, bc wrong (4.30 > 2.95 but 2 < 3), bd ok, cd tie; p2: ef ok, eg fg unscored
+    assert (result["n_decided"], result["judge_ties"], result["n_pairs"], result["n_pairs_unscored"]) == (6, 1, 7, 2)
+    assert result["pairwise_accuracy"] == pytest.approx(5 / 6)
+    assert result["judge_tie_rate"] == pytest.approx(1 / 7)
+    assert result["pairwise_ties_half"] == pytest.approx(5.5 / 7)
+    # rounded half up: 4, 4, 3, 3, 1, 3 against 5, 2, 3, 0, 1, 4: c and e agree
+    assert result["exact_agreement"] == pytest.approx(2 / 6)
+
+
+def test_chance_of_the_tie_rate_worked_by_hand():
+    # one group, judge [3, 3, 1], truths all different: every shuffle puts the two 3s on one of the
+    # three truth pairs, so exactly 1 of 3 pairs is a tie, whatever the shuffle; with judge [3, 2, 1]
+    # no shuffle makes a tie
+    tied = judge_agreement({"p": [truth("a", 3, 1), truth("b", 3, 2), truth("c", 1, 3)]})
+    assert tied["chance"]["judge_tie_rate"] == pytest.approx(1 / 3) == tied["judge_tie_rate"]
+    distinct = judge_agreement({"p": [truth("a", 3, 1), truth("b", 2, 2), truth("c", 1, 3)]})
+    assert distinct["chance"]["judge_tie_rate"] == 0.0 and distinct["chance"]["permutations"] == 200
+
+
+def several_groups(judge, n_groups=60, size=4, seed=3):
+    """Groups of `size` candidates with random truths 0..5; the judge's score is judge(truth, rng)."""
+    rng = random.Random(seed)
+    groups = {}
+    for g in range(n_groups):
+        truths = [rng.randint(0, 5) for _ in range(size)]
+        groups[f"p{g}"] = [{"id": f"p{g}#{k}", "response": "x" * rng.randint(1, 60), "truncated": False,
+                            "true_score": t, "mean_score": judge(t, rng)} for k, t in enumerate(truths)]
+    return groups
+
+
+def test_chance_of_a_perfect_judge_is_a_coin_on_decided_pairs():
+    result = judge_agreement(several_groups(lambda t, rng: t + 0.5))
+    assert result["pairwise_accuracy"] == 1.0
+    assert result["chance"]["pairwise_accuracy"] == pytest.approx(0.5, abs=0.03)
+    assert result["chance"]["pairwise_ties_half"] == pytest.approx(0.5, abs=0.03)
+    # the shuffles keep each prompt's scores, so the judge's per-prompt levels stay: with 4 candidates of
+    # independent truths per prompt, they carry ~1/4 of the variance, and the chance correlation is ~0.25
+    assert 0.1 < result["chance"]["spearman"] < 0.45
+
+
+def test_a_judge_that_ignores_the_reply_scores_its_chance_level():
+    # integer scores favouring 2, 3 and 5: under the old definition (ties counted as wrong) this judge
+    # read ~37%; on decided pairs it reads a coin, and its chance level says so
+    result = judge_agreement(several_groups(lambda t, rng: rng.choice([0, 1, 2, 2, 3, 3, 3, 5, 5, 5]), n_groups=300))
+    chance = result["chance"]
+    assert result["pairwise_accuracy"] == pytest.approx(0.5, abs=0.06)
+    assert chance["pairwise_accuracy"] == pytest.approx(result["pairwise_accuracy"], abs=0.06)
+    assert chance["judge_tie_rate"] == pytest.approx(result["judge_tie_rate"], abs=0.04)
+    assert result["judge_tie_rate"] > 0.15
+    assert chance["exact_agreement"] == pytest.approx(result["exact_agreement"], abs=0.05)
+
+
+def test_chance_keeps_what_the_judge_knows_about_the_prompt():
+    # a judge that gives every reply of a prompt the prompt's mean truth: no pair is decided, and its
+    # correlation across prompts is all chance (shuffling within a prompt changes nothing)
+    groups = several_groups(lambda t, rng: None)
+    for candidates in groups.values():
+        level = sum(c["true_score"] for c in candidates) / len(candidates)
+        for c in candidates:
+            c["mean_score"] = level
+    result = judge_agreement(groups)
+    assert result["n_decided"] == 0 and result["spearman"] > 0.2
+    assert result["chance"]["spearman"] == pytest.approx(result["spearman"])
+    assert result["chance"]["exact_agreement"] == pytest.approx(result["exact_agreement"])
+
+
+def test_chance_is_deterministic_and_seeded():
+    groups = several_groups(lambda t, rng: rng.randint(0, 5), n_groups=15)
+    first = judge_agreement(groups)["chance"]
+    assert judge_agreement(groups)["chance"] == first
+    assert judge_agreement(groups, seed=1)["chance"] != first
+    assert judge_agreement(groups, permutations=0)["chance"]["pairwise_accuracy"] is None
+    pairs_first = pair_precision_chance(groups)
+    assert pair_precision_chance(groups) == pairs_first
+    assert pair_precision_chance(groups, seed=1) != pairs_first
+
+
+def test_pair_precision_splits_right_equal_and_wrong():
     pairs = [{"chosen_id": "a", "rejected_id": "b"}, {"chosen_id": "c", "rejected_id": "d"},
-             {"chosen_id": "e", "rejected_id": "f"}]
-    true = {"a": 5, "b": 1, "c": 2, "d": 2, "e": 0, "f": 3}  # right, equal (not right), wrong
-    assert pair_precision(pairs, true) == pytest.approx(1 / 3)
-    assert pair_precision([], true) is None
+             {"chosen_id": "e", "rejected_id": "f"}, {"chosen_id": "g", "rejected_id": "h"}]
+    true = {"a": 5, "b": 1, "c": 2, "d": 2, "e": 0, "f": 3, "g": 4, "h": 2}  # right, equal, wrong, right
+    assert pair_precision(pairs, true) == {"n_pairs": 4, "right": 2, "equal_truth": 1, "wrong": 1,
+                                           "precision": 0.5, "precision_decided": pytest.approx(2 / 3),
+                                           "equal_truth_rate": 0.25}
+    only_equal = pair_precision(pairs[1:2], true)
+    assert only_equal["precision"] == 0.0 and only_equal["precision_decided"] is None
+    empty = pair_precision([], true)
+    assert empty["n_pairs"] == 0 and empty["precision"] is None and empty["precision_decided"] is None
     with pytest.raises(ValueError, match="'zz'"):
         pair_precision([{"chosen_id": "a", "rejected_id": "zz"}], true)
+
+
+def sr_cand(cid, score, true, truncated=False):
+    return {**cand(cid, score, truncated=truncated), "true_score": true}
+
+
+def test_pair_precision_chance_rebuilds_pairs_from_shuffled_scores():
+    groups = {  # p1: a shuffle chooses the truly better reply or not: a coin
+              "p1": [sr_cand("a", 4.0, 5), sr_cand("b", 1.0, 2)],
+              # p2: every reply cut off, never a pair; p3: one parsed score, never a pair
+              "p2": [sr_cand("c", 5.0, 5, truncated=True), sr_cand("d", 2.0, 1, truncated=True)],
+              "p3": [sr_cand("e", None, 5), sr_cand("f", 3.0, 1)],
+              # p4: truths [5, 5, 2], judge [3, 2, 1]: equal, right and wrong each 1/3 of the shuffles
+              "p4": [sr_cand("g", 3.0, 5), sr_cand("h", 2.0, 5), sr_cand("i", 1.0, 2)]}
+    before = repr(groups)
+    chance = pair_precision_chance(groups)
+    assert repr(groups) == before  # the caller's candidates are not touched
+    assert chance["pairs"] == 2.0 and chance["permutations"] == 200
+    assert chance["equal_truth_rate"] == pytest.approx(1 / 6, abs=0.05)
+    assert chance["precision_decided"] == pytest.approx(0.5, abs=0.08)
+    assert chance["precision"] == pytest.approx(5 / 12, abs=0.08)  # (1/2 + 1/3) / 2
+
+
+def test_pair_precision_chance_of_a_perfect_judge_with_float_scores():
+    groups = several_groups(lambda t, rng: t + rng.random() / 2)  # continuous, order follows the truth
+    pairs, _ = build_pairs(groups)
+    split = pair_precision(pairs, {c["id"]: c["true_score"] for cs in groups.values() for c in cs})
+    assert split["wrong"] == split["equal_truth"] == 0 and split["precision"] == 1.0
+    chance = pair_precision_chance(groups, length_control=0.5)
+    assert chance["precision_decided"] == pytest.approx(0.5, abs=0.05)
+    assert 0 < chance["equal_truth_rate"] < 0.3
 
 
 def test_score_histogram():

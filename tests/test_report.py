@@ -67,3 +67,50 @@ def test_report_shows_whatever_stages_a_run_has(tmp_path):
     assert "| iter | samples | judged | pairs | eval |" in table
     assert "| 1 | 2.0 (openai) | 0.1 | 0.5 | 1.0 |" in table
     assert "rationalized" not in table
+
+
+SR_EVAL = {"prompt_level_strict": 0.39, "instruction_level_strict": 0.478, "prompt_level_loose": 0.425,
+           "instruction_level_loose": 0.522, "mean_response_chars": 314}
+
+
+def test_self_rewarding_tables_put_each_judge_figure_beside_its_chance(tmp_path):
+    run = tmp_path / "run"
+    marker(run / "iter_00", "eval", SR_EVAL)
+    marker(run / "iter_01", "eval", SR_EVAL)
+    marker(run / "iter_01", "judge_eval", {"parse_failure_rate": 0.03, "judge": {
+        "pairwise_accuracy": 0.55, "n_decided": 60, "n_pairs": 95, "judge_ties": 35, "judge_tie_rate": 0.3684,
+        "pairwise_ties_half": 0.531, "exact_agreement": 0.155, "spearman": 0.26,
+        "chance": {"pairwise_accuracy": 0.5, "pairwise_ties_half": 0.5, "judge_tie_rate": 0.35,
+                   "exact_agreement": 0.14, "spearman": 0.21, "permutations": 200}}})
+    marker(run / "iter_02", "pairs", {
+        "pairs": 53, "tie_rate": 0.05, "pair_precision": 0.358, "mean_chosen_chars": 300, "mean_rejected_chars": 320,
+        "pair_precision_split": {"n_pairs": 53, "right": 19, "equal_truth": 21, "wrong": 13, "precision": 0.358,
+                                 "precision_decided": 0.59375, "equal_truth_rate": 0.396},
+        "pair_precision_chance": {"precision": 0.34, "precision_decided": 0.5, "equal_truth_rate": 0.4,
+                                  "pairs": 52.1, "permutations": 200}})
+    marker(run / "iter_02", "eval", SR_EVAL)
+    report.main([str(run)])
+    table = (run / "report.md").read_text()
+    assert ("| judge | parse fail | pairs decided / all | acc, decided pairs (chance) | judge ties (chance) | "
+            "exact (chance) | Spearman (chance) |") in table
+    assert "| M1 | 3.0% | 60 / 95 | 55.0% (50.0%) | 36.8% (35.0%) | 15.5% (14.0%) | +0.26 (+0.21) |" in table
+    # the pairs M1 made train M2: precision over pairs whose truths differ, equal truths, over all pairs
+    assert "| M2 | 39.0% | 47.8% | 42.5% | 52.2% | 314 | 53 | 5.0% | 59.4% (50.0%) | 39.6% (40.0%) | 35.8% (34.0%) | 300 / 320 |" in table
+    assert "| M0 | 39.0% | 47.8% | 42.5% | 52.2% | 314 | - | - | - | - | - | - |" in table
+    assert (run / "report.png").stat().st_size > 10_000
+
+
+def test_self_rewarding_tables_render_markers_from_before_the_chance_levels(tmp_path):
+    run = tmp_path / "run"
+    marker(run / "iter_01", "eval", SR_EVAL)
+    # ties counted as wrong and no chance level: the old pairwise figure is not the accuracy on decided pairs
+    marker(run / "iter_01", "judge_eval", {"parse_failure_rate": 0.03, "judge": {
+        "pairwise_accuracy": 0.375, "n_pairs": 96, "judge_ties": 30, "exact_agreement": 0.155, "spearman": -0.05}})
+    marker(run / "iter_02", "pairs", {"pairs": 53, "tie_rate": 0.05, "pair_precision": 0.358,
+                                      "mean_chosen_chars": 300, "mean_rejected_chars": 320})
+    marker(run / "iter_02", "eval", SR_EVAL)
+    report.main([str(run)])
+    table = (run / "report.md").read_text()
+    assert "| M1 | 3.0% | - | - | - | 15.5% (-) | -0.05 (-) |" in table
+    assert "| M2 | 39.0% | 47.8% | 42.5% | 52.2% | 314 | 53 | 5.0% | - | - | 35.8% (-) | 300 / 320 |" in table
+    assert "37.5%" not in table

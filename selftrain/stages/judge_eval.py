@@ -4,10 +4,13 @@ The judge set: M0's candidates (num_generations_per_prompt each, sampled as in t
 held-out judge-eval prompts of the ifeval task, written once (`--candidates`, iteration 0 of a run:
 stage `judge_set`). Every model M_N then judges the same set with the loop's own judge settings
 (stage `judge_eval` of iteration N; `self_rewarding.judge_eval_samples` judgements per candidate, sampled
-as in the loop), and the marker gives, over candidates of one prompt whose true
-scores differ: pairwise accuracy (judge ties are counted apart, not as right), exact-score agreement,
-Spearman and Kendall correlations, and the parse-failure rate (unparsed judgements are left out of
-the correlations, never scored 0); plus the judge's score histogram.
+as in the loop), and the marker gives (`judge`, from judging.judge_agreement): over pairs of candidates
+of one prompt whose true scores differ, pairwise accuracy on the decided pairs (the judge's two scores
+differ; a judge tie is neither right nor wrong), the judge tie rate and accuracy with ties as half
+right; exact-score agreement, Spearman and Kendall correlations, and the parse-failure rate
+(unparsed judgements are left out of the pairs and the correlations, never scored 0); each figure but
+Kendall's with its chance level (`chance`: the same judge's scores shuffled within each prompt, so a
+judge that ignores the reply reads as its chance, not as 50% or 0); plus the judge's score histogram.
 
   python judge_eval.py --run_dir results/self_rewarding --iteration 0 --candidates
   python judge_eval.py --run_dir results/self_rewarding --iteration 2
@@ -24,7 +27,7 @@ from selftrain.logging import log
 from selftrain.records import read_jsonl
 from selftrain.rewards import get_reward
 from selftrain.runs import finished_output, model_dir
-from selftrain.self_rewarding import scored_groups
+from selftrain.self_rewarding import judgements_per_candidate, scored_groups
 from selftrain.stages.llm_judge import judge_candidates, read_candidates
 
 
@@ -47,7 +50,7 @@ def write_judge_set(config: Config, model_name: str, output_path) -> dict:
 def judge_accuracy(config: Config, candidates: list[dict], judgements: list[dict], where: str) -> dict:
     """The judge's agreement with the truth on `candidates` (scored here by the rule checks)."""
     truth = [dict(c, **r) for c, r in zip(candidates, get_reward(config).score(candidates))]
-    groups = scored_groups(truth, judgements, config.self_rewarding.judge_samples, where)
+    groups = scored_groups(truth, judgements, judgements_per_candidate(config.self_rewarding), where)
     flat = [c for cs in groups.values() for c in cs]
     return {**judge_agreement(groups), "score_histogram": score_histogram([c["mean_score"] for c in flat]),
             "true_score_histogram": score_histogram([c["true_score"] for c in flat])}
@@ -83,6 +86,9 @@ def main(argv=None):
     judging = dataclasses.replace(config, self_rewarding=dataclasses.replace(sr, judge_samples=sr.judge_eval_samples))
     metrics = judge_candidates(judging, judge, candidates, stage.path, args.iteration)
     accuracy = judge_accuracy(judging, candidates, read_jsonl(stage.path), str(stage.path))
-    log(f"judge {judge}: pairwise accuracy {accuracy.get('pairwise_accuracy')}, exact "
-        f"{accuracy.get('exact_agreement')}, parse failures {metrics['parse_failure_rate']}")
+    chance = accuracy["chance"]
+    log(f"judge {judge}: accuracy on {accuracy['n_decided']} decided pairs {accuracy['pairwise_accuracy']} (chance "
+        f"{chance['pairwise_accuracy']}), ties {accuracy['judge_tie_rate']} (chance {chance['judge_tie_rate']}), exact "
+        f"{accuracy['exact_agreement']} (chance {chance['exact_agreement']}), Spearman {accuracy['spearman']} "
+        f"(chance {chance['spearman']}), parse failures {metrics['parse_failure_rate']}")
     stage.finish(config, {**metrics, "judge": accuracy}, {"judge_model": judge, "judge_set": str(judge_set)})
