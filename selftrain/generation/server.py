@@ -15,6 +15,13 @@
 `generation.server_args` are appended to the command line (a later flag wins, so they can
 override the defaults set here).
 
+Log-probabilities (`score_options`, expected-score judging): vLLM returns them as launched.
+llama-cpp-python's server returns them only when launched with `--logits_all true`, which makes
+it compute the logits of every prompt token (a vocabulary-wide matmul each), so it is launched
+without them; the first `score_options` restarts it with them (a few seconds, logged), and it
+keeps them until the `with` block ends. `LaunchedServerBackend(..., logprobs=True)` launches it
+with them at once.
+
 Life cycle (`LaunchedServer`, a context manager): a free loopback port (bind port 0), the
 server in its own session and process group with stdout and stderr in a log file, ready when
 GET /v1/models answers 200 (the process is checked for an early exit at every poll; at most
@@ -140,14 +147,16 @@ class LaunchedServer:
     `generation.model`, else the model name) and `served_path` (the GGUF file or checkpoint) are
     set once it answers. `log_path`: where its output goes (default: a temporary file, removed
     after a clean stop, kept and named in the message after a failure). `command` is a test hook:
-    run that instead of the kind's server, with "{port}" replaced by the chosen port.
+    run that instead of the kind's server, with "{port}" replaced by the chosen port. `logprobs`:
+    a llama_cpp server is launched able to return log-probabilities (score_options).
     """
 
     def __init__(self, gen, model_name: str, *, log_path: str | Path | None = None,
-                 command: list[str] | None = None, stop_grace: float = STOP_GRACE):
+                 command: list[str] | None = None, stop_grace: float = STOP_GRACE, logprobs: bool = False):
         if gen.server not in KINDS:
             raise InputError(f"generation.server: {gen.server!r} is not one of {', '.join(KINDS)}")
         self.gen, self.model_name, self.kind = gen, model_name, gen.server
+        self.logprobs = logprobs  # llama_cpp: launched with --logits_all true (the module docstring)
         self.alias = gen.model or model_name
         self.stop_grace = stop_grace
         self._command_hook = list(command) if command else None
@@ -287,8 +296,9 @@ class LaunchedServer:
             return [python, "-m", "llama_cpp.server", "--model", target, "--model_alias", self.alias,
                     "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(LLAMA_CPP_N_CTX),
                     "--n_threads", threads, "--n_threads_batch", threads,
-                    # no prompt-token logits (a 49k-vocab matmul per prompt token) unless asked for
-                    "--logits_all", "false",
+                    # no prompt-token logits (a 49k-vocab matmul per prompt token) unless asked for; its
+                    # completions return logprobs only with them
+                    "--logits_all", "true" if self.logprobs else "false",
                     # concurrent streamed requests must not cut each other short
                     "--interrupt_requests", "false"]
         if self._vllm_device == "cpu":
@@ -389,9 +399,11 @@ class LaunchedServerBackend:
 
     name = "openai"
 
-    def __init__(self, gen, model_name: str, progress: bool = True, log_path: str | Path | None = None):
+    def __init__(self, gen, model_name: str, progress: bool = True, log_path: str | Path | None = None,
+                 logprobs: bool = False):
+        """`logprobs`: launch a llama_cpp server ready for `score_options` (else its first call restarts it)."""
         self.gen, self.model_name, self.progress = gen, model_name, progress
-        self.server = LaunchedServer(gen, model_name, log_path=log_path)
+        self.server = LaunchedServer(gen, model_name, log_path=log_path, logprobs=logprobs)
         self._backend = None
         self._idle_stats = GenerationStats()
 
@@ -400,18 +412,26 @@ class LaunchedServerBackend:
         return self._backend.stats if self._backend is not None else self._idle_stats
 
     def __enter__(self) -> "LaunchedServerBackend":
-        from selftrain.generation.openai_compat import OpenAIBackend
-
         self.server.start()
         try:
-            self._backend = OpenAIBackend(self.gen, served_model=self.server.served_model, progress=self.progress,
-                                          base_url=self.server.base_url, use_key=False,  # never the user's key
-                                          extra_body=NEUTRAL_SAMPLING.get(self.server.kind))
-            self._backend.__enter__()
+            self._connect()
         except BaseException:
             self.server.stop(keep_log=True)
             raise
         return self
+
+    def _connect(self, before=None) -> None:
+        """The openai backend for the running server; `before`: the one for its previous launch, whose stats
+        and knowledge of the server carry over."""
+        from selftrain.generation.openai_compat import OpenAIBackend
+
+        backend = OpenAIBackend(self.gen, served_model=self.server.served_model, progress=self.progress,
+                                base_url=self.server.base_url, use_key=False,  # never the user's key
+                                extra_body=NEUTRAL_SAMPLING.get(self.server.kind))
+        if before is not None:
+            backend.stats, backend.server_ignores_n = before.stats, before.server_ignores_n
+        backend.__enter__()
+        self._backend = backend
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
@@ -421,9 +441,28 @@ class LaunchedServerBackend:
             self.server.__exit__(exc_type, exc, tb)
 
     def generate(self, requests):
+        return self._running("generate").generate(requests)
+
+    def score_options(self, requests):
+        """The openai backend's `score_options`; a llama_cpp server launched without logprobs is restarted
+        with them first (the module docstring)."""
+        backend = self._running("score_options")
+        if self.server.kind == "llama_cpp" and not self.server.logprobs:
+            log(f"{self.server.where}: restarting it with --logits_all true: llama-cpp-python's server returns "
+                f"logprobs only then (LaunchedServerBackend(logprobs=True) launches it so)")
+            self._backend, self._idle_stats = None, backend.stats  # its stats stay, whatever happens next
+            backend.__exit__(None, None, None)
+            self.server.stop()
+            self.server.logprobs = True
+            self.server.start()
+            self._connect(before=backend)
+            backend = self._backend
+        return backend.score_options(requests)
+
+    def _running(self, what: str):
         if self._backend is None:
-            raise RuntimeError("LaunchedServerBackend.generate outside its `with` block: no server is running")
-        return self._backend.generate(requests)
+            raise RuntimeError(f"LaunchedServerBackend.{what} outside its `with` block: no server is running")
+        return self._backend
 
     def describe(self) -> dict:
         described = self._backend.describe() if self._backend is not None else {"backend": "openai",
