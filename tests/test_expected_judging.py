@@ -170,3 +170,46 @@ def test_kill_during_expected_judging_then_resume_gives_the_unbroken_scores(tmp_
 
     assert scores(killed) == scores(unbroken)
     assert len(scores(unbroken)) == 600
+
+
+# --- bad input: one line, exit 2, nothing written ---------------------------------------------------
+
+def _llm_judge(tmp_path: Path, env: dict, *sets: str) -> subprocess.CompletedProcess:
+    cands = _candidates(tmp_path / "cands.jsonl", 2)
+    args = [a for s in sets for a in ("--set", s)]
+    return subprocess.run([sys.executable, "llm_judge.py", "--config", "configs/self_rewarding_tiny.yaml",
+                           "--input", str(cands), "--judge_model", "smollm2-135m", "--output",
+                           str(tmp_path / "judgements.jsonl"), *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=180)
+
+
+def _one_error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]  # log lines may come before it
+    assert errors == lines[-1:] and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return errors[0]
+
+
+def test_expected_judging_through_a_server_without_logprobs(tmp_path, weightless_env):
+    from openai_fake import fake_servers  # answers completions with text only, no logprobs
+
+    with fake_servers() as start:
+        server = start()
+        proc = _llm_judge(tmp_path, weightless_env, "generation.backend=openai", f"generation.base_url={server.url}",
+                          "self_rewarding.judge_scoring=expected", "self_rewarding.judge_justification=none")
+    line = _one_error_line(proc)
+    assert "returned no logprobs" in line and "judge_scoring" in line
+    assert not (tmp_path / "judgements.jsonl").exists()
+
+
+@pytest.mark.parametrize("setting, says", [
+    ("self_rewarding.judge_scoring=mean", "self_rewarding.judge_scoring: 'mean' is not one of sampled, expected"),
+    ("generation.api=chat", "needs generation.api: completions"),
+])
+def test_bad_judge_settings_stop_before_any_work(tmp_path, weightless_env, setting, says):
+    extra = ("generation.backend=openai", "generation.base_url=http://127.0.0.1:9/v1",
+             "self_rewarding.judge_scoring=expected") if setting.startswith("generation") else ()
+    line = _one_error_line(_llm_judge(tmp_path, weightless_env, *extra, setting))
+    assert says in line
+    assert not (tmp_path / "judgements.jsonl").exists()
