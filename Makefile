@@ -4,6 +4,7 @@
 #   make rounds ROUNDS=3           iterations 1..ROUNDS (plus the iteration-0 baseline)
 #   make report                    markdown table + PNG plot of a run
 #   make demo-self-rewarding       seed 004: M0 -> M1 (SFT on IFT + EFT) -> M2 -> M3 (DPO on its own judgements)
+#   make demo-iterative-dpo        Self-Rewarding's M1 -> 2 DPO rounds on rule-checked pairs, beside Self-Rewarding's
 #   make demo-distill              seed 003: student drafts, a teacher, Track A, Track B, DPO, ablations, the goals table
 #   make expert-iteration EXIT_ITER=3  seed 002: train on all vs on correct samples of one iteration, compare
 #   make submit ROUNDS=3 SHARDS=4  the same iterations as SLURM jobs chained with afterok (slurm/, scripts/)
@@ -43,7 +44,7 @@ num = $(shell expr $(1) + 0)
 # iteration N generates with iteration N-1's model (the base model for N=1)
 generator_dep = $(if $(filter 01,$(1)),,$(RUN_DIR)/iter_$(call prev,$(1))/model.done)
 
-.PHONY: help setup setup-test setup-vllm iter rounds demo demo-self-rewarding demo-distill report test clean-run bench bench-train expert-iteration submit
+.PHONY: help setup setup-test setup-vllm iter rounds demo demo-self-rewarding demo-iterative-dpo demo-distill report test clean-run bench bench-train expert-iteration submit
 .DEFAULT_GOAL := help
 .SECONDEXPANSION:
 .DELETE_ON_ERROR:
@@ -134,6 +135,20 @@ SR_CONFIG ?= configs/self_rewarding.yaml
 demo-self-rewarding: | setup  ## seed 004 on the embedded model: M0..M3, IFEval accuracies, judge accuracy, pair precision
 	@$(MAKE) --no-print-directory rounds CONFIG=$(SR_CONFIG) RUN=$(basename $(notdir $(SR_CONFIG)))
 	@$(MAKE) --no-print-directory report CONFIG=$(SR_CONFIG) RUN=$(basename $(notdir $(SR_CONFIG)))
+
+IDPO_CONFIG ?= configs/iterative_dpo.yaml
+SR_RUN = $(basename $(notdir $(SR_CONFIG)))
+IDPO_RUN = $(basename $(notdir $(IDPO_CONFIG)))
+SR_M1 = $(RESULTS)/$(SR_RUN)/iter_01/model
+
+# the config starts from Self-Rewarding's M1 (base_model_path), built here through the self_rewarding chain
+demo-iterative-dpo: | setup  ## Self-Rewarding's M1 -> 2 DPO rounds on rule-checked pairs (the judge's ceiling), both loops side by side
+	@base=$$($(PY) -m selftrain.config $(IDPO_CONFIG) base_model_path) && test "$$base" = "$(SR_M1)" || { \
+	  echo "$(IDPO_CONFIG): base_model_path is $$base; this demo starts from $(SR_M1) (Self-Rewarding's M1 with" \
+	       "SR_CONFIG=$(SR_CONFIG) RESULTS=$(RESULTS)): set it so, or run make rounds CONFIG=$(IDPO_CONFIG)"; exit 2; }
+	@$(MAKE) --no-print-directory $(SR_M1).done CONFIG=$(SR_CONFIG) RUN=$(SR_RUN)
+	@$(MAKE) --no-print-directory rounds CONFIG=$(IDPO_CONFIG) RUN=$(IDPO_RUN)
+	@$(PY) -m selftrain.report --compare $(RESULTS)/$(SR_RUN) $(RESULTS)/$(IDPO_RUN)
 
 DISTILL_CONFIG ?= configs/distill.yaml
 

@@ -17,7 +17,8 @@ from selftrain.rewards import is_verifiable
 
 def check_runnable(config: Config, where: str = "config") -> None:
     """Refuse, before any work starts, combinations that cannot run here."""
-    if config.filter_strategy == "correct" and not is_verifiable(config):
+    # the select stage's filter; iterative_dpo pairs by reward_score and selects nothing
+    if config.method != "iterative_dpo" and config.filter_strategy == "correct" and not is_verifiable(config):
         raise InputError(
             f"{where}: filter_strategy: 'correct' keeps verified-correct samples, but reward type "
             f"{config.reward_config.type!r} gives scores, not correctness; use top_k_percent, threshold or best_of_n")
@@ -45,6 +46,17 @@ def check_runnable(config: Config, where: str = "config") -> None:
                              f"its evaluation would cut them off before their final assessment")
     if config.self_rewarding.judge_template:
         load_template(config.self_rewarding.judge_template)  # a missing file or placeholder, before any work
+    g = config.generation
+    if config.method == "self_rewarding" and config.self_rewarding.judge_scoring == "expected" \
+            and g.backend == "llama_cpp":
+        raise InputError(f"{where}: self_rewarding.judge_scoring: expected does not run on generation.backend "
+                         f"llama_cpp (llama.cpp in this process reads no next-token log-probabilities here); use "
+                         f"selftrain or hf, or generation.backend openai with generation.server llama_cpp")
+    if config.method == "self_rewarding" and config.self_rewarding.judge_scoring == "expected" \
+            and g.backend == "openai" and g.api == "chat":
+        raise InputError(f"{where}: self_rewarding.judge_scoring: expected reads the score tokens' log-probabilities "
+                         f"after the judge's \"Score: \", inside its reply: it needs generation.api: completions "
+                         f"(a server with the judge's weights), not chat")
     if config.training_method == "qlora":
         from selftrain.models import check_4bit  # imports torch: only when QLoRA asks for it
 

@@ -26,7 +26,7 @@ RULE_TYPES = ("math", "code", "json", "regex", "ifeval", "yesno")
 SELECTION_STRATEGIES = ("sequential", "difficulty_curriculum", "round_robin", "random_weighted")
 FILTER_STRATEGIES = ("correct", "top_k_percent", "threshold", "best_of_n", "none")
 TRAINING_METHODS = ("lora", "full", "qlora")
-METHODS = ("star", "expert_iteration", "self_rewarding", "distill")  # one mk/<method>.mk each
+METHODS = ("star", "expert_iteration", "self_rewarding", "distill", "iterative_dpo")  # one mk/<method>.mk each
 TASKS = ("arithmetic", "ifeval", "yesno")  # built-in seeded tasks (selftrain/tasks/)
 # auto: the fastest measured path for this machine and stage (selftrain/generation/choose.py)
 GENERATION_BACKENDS = ("auto", "selftrain", "selftrain_int8", "hf", "llama_cpp", "openai")
@@ -34,6 +34,9 @@ GGUF_TYPES = ("q8_0", "f16", "bf16", "f32")  # what checkpoints are exported to 
 SERVER_KINDS = ("llama_cpp", "vllm")  # servers a stage can launch (generation.server)
 MOVED = {"generation_engine": "generation.backend"}  # keys of earlier releases, and where they went
 
+JUDGE_SCORING = ("sampled", "expected")  # how a judgement becomes a score (self_rewarding.judge_scoring)
+JUDGE_JUSTIFICATION = ("first", "after", "none")
+EFT_BALANCE = ("score", "prompt")
 BALANCE_KEYS = ("", "answer", "category", "difficulty", "dataset")
 BALANCE_METHODS = ("downsample", "upsample")
 
@@ -297,12 +300,29 @@ class SelfRewardingConfig:
     eft_prompts: int = 100  # built-in task: prompts of the EFT split
     eft_samples: int = 4  # replies per EFT prompt, each one judged by the rule checks
     eft_max_per_score: int = 0  # cap per score 0..5 (balance); 0: the median size of the non-empty scores
+    # score: balance over scores 0..5 (eft_max_per_score), prompts apart; prompt: every reply kept, a prompt's
+    # replies together (same-prompt contrasts: the judge must read the reply, not the instruction type)
+    eft_balance: str = "score"
+    eft_from_ift: bool = False  # the IFT stage's rule-checked replies are EFT examples too (no extra generation)
+    eft_repeats: int = 1  # each EFT example this many times in M1's training file (EFT epochs within one SFT)
+    # Self-Instruct (paper §3.1.2): iteration t >= 2's prompts written by M_{t-1}, few-shot from seed prompts,
+    # unusable and near-duplicate requests dropped, the ifeval task's instructions attached (selftrain/self_instruct.py)
+    self_instruct: bool = False  # false: each iteration takes samples_per_round prompts of the task's pool
+    self_instruct_file: str = ""  # seed prompts, JSONL with a `prompt` per line; empty: the task's IFT split
+    self_instruct_shots: int = 4  # seed requests shown per request (paper: 8; 4 keeps a 135M model's prompt short)
+    self_instruct_prompts: int = 0  # requests written per iteration; 0: as many as the round takes (samples_per_round)
     # the judge: M_{t-1} with the additive 5-point rubric (paper: 3 samples at T 0.7, top-p 0.9)
     judge_template: str = ""  # a file with {prompt} and {response}; empty: the paper's rubric (judging.py)
     judge_samples: int = 3  # judgements per candidate; its score is the mean of the parsed ones
     judge_temperature: float = 0.7
     judge_top_p: float = 0.9
     judge_max_new_tokens: int = 160  # "up to 100 words" of justification, then the score line
+    # sampled: judge_samples sampled judgements, each parsed for "Score: N", averaged (the paper);
+    # expected: the probability-weighted mean of the score tokens 0..5 after "Score:" (G-Eval), one greedy pass
+    judge_scoring: str = "sampled"
+    # where the judge writes its checks: first (then "Score: N"; the paper), after ("Score: N" opens the
+    # judgement: with expected scoring one forward pass per candidate), none ("Score: N" alone)
+    judge_justification: str = "first"
     # pairs: highest vs lowest mean score per prompt; ties dropped and counted
     length_control: float = 0.0  # rho in [0, 1]: shortest among near-top, longest among near-bottom (NeMo)
     # judge accuracy against the rule-checked truth, on candidate sets M0 wrote for held-out prompts
@@ -325,6 +345,30 @@ class SelfRewardingConfig:
             raise bad("judge_top_p", f"{self.judge_top_p} must be in (0, 1]")
         if not 0 <= self.length_control <= 1:
             raise bad("length_control", f"{self.length_control} must be in [0, 1]")
+        for key, allowed in (("judge_scoring", JUDGE_SCORING), ("judge_justification", JUDGE_JUSTIFICATION),
+                             ("eft_balance", EFT_BALANCE)):
+            _one_of(where, f"self_rewarding.{key}", getattr(self, key), allowed)
+        if self.eft_repeats < 1:
+            raise bad("eft_repeats", f"{self.eft_repeats} must be >= 1")
+        if self.self_instruct_shots < 1:
+            raise bad("self_instruct_shots", f"{self.self_instruct_shots} must be >= 1")
+        if self.self_instruct_prompts < 0:
+            raise bad("self_instruct_prompts", f"{self.self_instruct_prompts} must be >= 0 (0: samples_per_round)")
+
+
+@dataclass
+class IterativeDPOConfig:
+    """`iterative_dpo:` online (iterative) DPO with a reward (README "Iterative DPO"): Self-Rewarding's loop
+    with the judge replaced by `reward_config`. Iteration t samples candidates with M_{t-1} (the top-level
+    num_generations_per_prompt, temperature, top_p; samples_per_round prompts of the pool), scores them with
+    the reward (judge.py), pairs the best and the worst reply per prompt and trains M_t by DPO (`dpo:`) from
+    M_{t-1}, which is also the reference."""
+
+    length_control: float = 0.0  # rho in [0, 1]: shortest among near-top, longest among near-bottom (NeMo)
+
+    def validate(self, where: str) -> None:
+        if not 0 <= self.length_control <= 1:
+            raise _bad(where, "iterative_dpo.length_control", f"{self.length_control} must be in [0, 1]")
 
 
 @dataclass
@@ -437,6 +481,9 @@ class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
     test_file: str = ""  # evaluation data when `datasets` is used; empty: the task's test split
     max_samples: int = 0  # cap on training prompts per round; 0 = all
+    # iteration t runs round t + round_offset: that round's prompts (dataset_selection_strategy) and random
+    # streams; e.g. 1 when a run's iteration 1 starts from another run's M1 and stands beside its iteration 2
+    round_offset: int = 0
     eval_max_samples: int = 0  # cap on evaluation prompts; 0 = all
     eval_holdout: float = 0.1  # with `datasets` and no test_file: this share of each dataset is held out for eval
     seed: int = 0
@@ -459,6 +506,7 @@ class Config:
     dpo: DPOSection = field(default_factory=DPOSection)
     self_rewarding: SelfRewardingConfig = field(default_factory=SelfRewardingConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    iterative_dpo: IterativeDPOConfig = field(default_factory=IterativeDPOConfig)
     dtype: str = "auto"  # auto | bf16 | fp32 | fp16 (GPU)
     # --- STaR ---
     rationalize: bool = True
@@ -491,6 +539,7 @@ class Config:
         self.dpo.validate(where)
         self.self_rewarding.validate(where)
         self.distill.validate(where)
+        self.iterative_dpo.validate(where)
         self.task.validate(where)
         for i, ds in enumerate(self.datasets):
             ds.validate(where, i)
@@ -517,7 +566,7 @@ class Config:
         for key in positive:
             if getattr(self, key) < 1:
                 raise _bad(where, key, f"{getattr(self, key)} must be >= 1")
-        for key in ["k", "samples_per_round", "max_samples", "eval_max_samples", "top_k"]:
+        for key in ["k", "samples_per_round", "max_samples", "eval_max_samples", "top_k", "round_offset"]:
             if getattr(self, key) < 0:
                 raise _bad(where, key, f"{getattr(self, key)} must be >= 0")
         if self.temperature < 0:

@@ -286,7 +286,7 @@ def load_train_prompts(config: Config, iteration: int) -> list[dict]:
     pool = [r for s in sources for r in s.records]
     if not pool:
         raise InputError("datasets: no training prompts left")
-    strategy, round_ = config.dataset_selection_strategy, max(iteration, 1)
+    strategy, round_ = config.dataset_selection_strategy, max(iteration, 1) + config.round_offset
     if strategy == "sequential":
         records = _window(pool, config.samples_per_round, round_ - 1)
     elif strategy == "difficulty_curriculum":

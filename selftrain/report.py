@@ -1,6 +1,7 @@
 """Per-iteration table (markdown) and plot (PNG) of a run folder.
 
     python -m selftrain.report results/demo
+    python -m selftrain.report --compare results/self_rewarding results/iterative_dpo   # two loops side by side
 
 Reads only the stage markers, so it works on a run that is still going. It
 shows whatever stages a run has (every `iter_NN/*.done`, whatever the method):
@@ -66,39 +67,86 @@ def collect(run_dir: Path) -> list[dict]:
 
 IFEVAL = ("prompt_level_strict", "instruction_level_strict", "prompt_level_loose", "instruction_level_loose")
 SELF_REWARDING_COLUMNS = ["iter", "IFEval prompt strict", "inst strict", "prompt loose", "inst loose",
-                          "reply chars", "judge pairwise acc", "judge exact", "judge parse fail", "pairs",
-                          "tie rate", "pair precision", "chosen / rejected chars", "DPO margin", "DPO acc"]
+                          "reply chars", "pairs", "tie rate", "pair precision, truths differ (chance)",
+                          "pairs equal truth (chance)", "pair precision, all pairs (chance)",
+                          "chosen / rejected chars", "DPO margin", "DPO acc"]
+JUDGE_COLUMNS = ["judge", "parse fail", "pairs decided / all", "acc, decided pairs (chance)", "judge ties (chance)",
+                 "exact (chance)", "Spearman (chance)"]
 
 
 def _self_rewarding_metrics(m: dict) -> dict:
-    """IFEval accuracies (eval), the judge's accuracy on the judge set (judge_eval), the pairs and DPO."""
+    """IFEval accuracies (eval), the judge's accuracy on the judge set (judge_eval), the pairs and DPO.
+
+    Each judge figure comes with its chance level (`*_chance`, None in markers written before there
+    was one). Markers without `n_decided` counted judge ties as wrong pairs: their pairwise figure is
+    not the accuracy on decided pairs and is left out."""
     judge = m.get("judge_eval", {}).get("judge", {})
+    decided = "n_decided" in judge
+    judge_chance = judge.get("chance") or {}
     pairs = m.get("pairs", {})
+    split, pairs_chance = pairs.get("pair_precision_split") or {}, pairs.get("pair_precision_chance") or {}
     return {**{k: m["eval"].get(k) for k in IFEVAL}, "reply_chars": m["eval"].get("mean_response_chars"),
-            "judge_pairwise": judge.get("pairwise_accuracy"), "judge_exact": judge.get("exact_agreement"),
+            "judge_pairwise": judge.get("pairwise_accuracy") if decided else None,
+            "judge_pairwise_chance": judge_chance.get("pairwise_accuracy"),
+            "judge_decided": judge.get("n_decided"), "judge_pairs": judge.get("n_pairs") if decided else None,
+            "judge_tie_rate": judge.get("judge_tie_rate"), "judge_tie_rate_chance": judge_chance.get("judge_tie_rate"),
+            "judge_exact": judge.get("exact_agreement"), "judge_exact_chance": judge_chance.get("exact_agreement"),
+            "judge_spearman": judge.get("spearman"), "judge_spearman_chance": judge_chance.get("spearman"),
             "judge_parse_fail": m.get("judge_eval", {}).get("parse_failure_rate"),
             "pairs": pairs.get("pairs"), "tie_rate": pairs.get("tie_rate"),
-            "pair_precision": pairs.get("pair_precision"),
+            "pair_precision": pairs.get("pair_precision"), "pair_precision_chance": pairs_chance.get("precision"),
+            "pair_precision_decided": split.get("precision_decided"),
+            "pair_precision_decided_chance": pairs_chance.get("precision_decided"),
+            "pairs_equal_truth": split.get("equal_truth_rate"),
+            "pairs_equal_truth_chance": pairs_chance.get("equal_truth_rate"),
             "chosen_chars": pairs.get("mean_chosen_chars"), "rejected_chars": pairs.get("mean_rejected_chars"),
             "dpo_margin": m["model"].get("final_rewards_margins"),
             "dpo_accuracy": m["model"].get("final_rewards_accuracies")}
 
 
+def _with_chance(g: dict, key: str, pct: bool = True) -> str:
+    """"52.0% (50.0%)": the figure and its chance level; "-" for either one the marker lacks."""
+    if g[key] is None:
+        return "-"
+    chance = g[key + "_chance"]
+    if pct:
+        return f"{_fmt(g[key], True)} ({_fmt(chance, True)})"
+    return f"{g[key]:+.2f} ({'-' if chance is None else f'{chance:+.2f}'})"
+
+
 def self_rewarding_table(rows: list[dict]) -> list[str]:
-    """The Self-Rewarding table (M0..Mn), or nothing when no iteration has IFEval accuracies."""
+    """The Self-Rewarding tables (M0..Mn): the models and their pairs, then the judges; nothing when
+    no iteration has IFEval accuracies."""
     if not any(r["self_rewarding"]["prompt_level_strict"] is not None for r in rows):
         return []
-    table = []
+    table, judges = [], []
     for r in rows:
         g = r["self_rewarding"]
         lengths = "-" if g["chosen_chars"] is None else f"{g['chosen_chars']:.0f} / {g['rejected_chars']:.0f}"
         table.append([f"M{r['iter']}"] + [_fmt(g[k], True) for k in IFEVAL] + [_fmt(g["reply_chars"])]
-                     + [_fmt(g[k], True) for k in ("judge_pairwise", "judge_exact", "judge_parse_fail")]
-                     + [_fmt(g["pairs"]), _fmt(g["tie_rate"], True), _fmt(g["pair_precision"], True), lengths,
-                        _fmt(g["dpo_margin"]), _fmt(g["dpo_accuracy"], True)])
-    return ["", "Self-Rewarding: held-out IFEval accuracies (greedy), the judge's accuracy against the rule-checked "
-            "truth on the judge set, and the pairs each model made for the next (iteration t's pairs come from "
-            "M_{t-1}'s judgements):", ""] + _table(SELF_REWARDING_COLUMNS, table)
+                     + [_fmt(g["pairs"]), _fmt(g["tie_rate"], True)]
+                     + [_with_chance(g, k) for k in ("pair_precision_decided", "pairs_equal_truth", "pair_precision")]
+                     + [lengths, _fmt(g["dpo_margin"]), _fmt(g["dpo_accuracy"], True)])
+        if any(g[k] is not None for k in ("judge_parse_fail", "judge_exact", "judge_tie_rate")):
+            counts = "-" if g["judge_pairs"] is None else f"{g['judge_decided']} / {g['judge_pairs']}"
+            judges.append([f"M{r['iter']}", _fmt(g["judge_parse_fail"], True), counts]
+                          + [_with_chance(g, k) for k in ("judge_pairwise", "judge_tie_rate", "judge_exact")]
+                          + [_with_chance(g, "judge_spearman", pct=False)])
+    lines = ["", "Self-Rewarding: held-out IFEval accuracies (greedy), and the pairs each model was trained on "
+             "(iteration t's pairs come from M_{t-1}'s judgements) against the rule-checked truth: the share of "
+             "pairs whose chosen reply truly scores higher, among pairs whose true scores differ and among all; "
+             "the share whose two replies are truly equal. In brackets the chance level: the same figure for the "
+             "pairs rebuilt from the judge's scores shuffled among the candidates of each prompt (averaged over "
+             "seeded shuffles; '-': not in the marker):", ""]
+    lines += _table(SELF_REWARDING_COLUMNS, table)
+    if judges:
+        lines += ["", "Each model as a judge, against the rule-checked truth on the judge set: over same-prompt "
+                  "pairs whose true scores differ, the accuracy on the pairs it decides (its two scores differ) and "
+                  "the share it ties; exact-score agreement and Spearman over every parsed candidate. In brackets "
+                  "the chance level: the same figure with the judge's scores shuffled among the candidates of each "
+                  "prompt; a judge that ignores the reply lands there, not at 50% or 0:", ""]
+        lines += _table(JUDGE_COLUMNS, judges)
+    return lines
 
 
 def _round_metrics(judged: dict, train: dict) -> dict:
@@ -246,12 +294,17 @@ def _plot_self_rewarding(axis, rows: list[dict]) -> None:
     its = [r["iter"] for r in rows]
     for key, label, style in (("prompt_level_strict", "IFEval prompt strict", "o-"),
                               ("instruction_level_strict", "IFEval instruction strict", "o--"),
-                              ("judge_pairwise", "judge pairwise accuracy", "s-"),
-                              ("pair_precision", "pair precision", "^:")):
+                              ("judge_pairwise", "judge accuracy, decided pairs", "s-"),
+                              ("pair_precision_decided", "pair precision, truths differ", "^-")):
         points = [(i, 100 * r["self_rewarding"][key]) for i, r in zip(its, rows)
                   if r["self_rewarding"][key] is not None]
-        if points:
-            axis.plot(*zip(*points), style, label=label)
+        if not points:
+            continue
+        (line,) = axis.plot(*zip(*points), style, label=label)
+        chance = [(i, 100 * r["self_rewarding"][key + "_chance"]) for i, r in zip(its, rows)
+                  if r["self_rewarding"].get(key + "_chance") is not None]
+        if chance:  # the same judge with its scores shuffled within each prompt
+            axis.plot(*zip(*chance), ":", color=line.get_color(), alpha=0.7, label=f"{label}: chance")
     axis.set_ylim(0, 100)
     axis.set_xticks(its)
     axis.set_xlabel("model M_t")
@@ -269,8 +322,13 @@ def _plot_self_rewarding(axis, rows: list[dict]) -> None:
 
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--compare"]:
+        if len(argv) != 3:
+            raise InputError("usage: python -m selftrain.report --compare RUN_A RUN_B")
+        print(compare_runs(Path(argv[1]), Path(argv[2])))
+        return
     if len(argv) != 1:
-        raise InputError("usage: python -m selftrain.report RUN_DIR")
+        raise InputError("usage: python -m selftrain.report RUN_DIR | --compare RUN_A RUN_B")
     run_dir = Path(argv[0])
     rows = collect(run_dir) if run_dir.is_dir() else []
     if not rows:
@@ -280,6 +338,57 @@ def main(argv=None) -> None:
     plot(rows, run_dir / "report.png")
     print(table)
     print(f"written: {run_dir / 'report.md'}, {run_dir / 'report.png'}")
+
+
+# --- two loops side by side (make demo-iterative-dpo) ---------------------------------------------------
+
+COMPARE_COLUMNS = (("IFEval prompt strict", "prompt_level_strict"), ("inst strict", "instruction_level_strict"),
+                   ("pairs", "pairs"), ("pair precision (chance)", "pair_precision"), ("reply chars", "reply_chars"))
+
+
+def base_offset(run_a: Path, run_b: Path) -> int:
+    """N when run_b's base model (the model its iteration 0 evaluated) is run_a's iteration-N model, so that
+    run_b's iteration t stands beside run_a's t + N; else 0."""
+    marker = run_b / "iter_00" / "eval.done"
+    model = json.loads(marker.read_text()).get("model") if marker.is_file() else None
+    for directory in sorted(run_a.glob("iter_[0-9][0-9]")) if model else ():
+        if (directory / "model").resolve() == Path(model).resolve():
+            return int(directory.name.split("_")[1])
+    return 0
+
+
+def _compare_cell(g: dict | None, key: str) -> str:
+    if g is None:
+        return "-"
+    if key == "pair_precision":
+        return _with_chance(g, key)
+    if key == "reply_chars":
+        return "-" if g[key] is None else f"{g[key]:.0f}"
+    return _fmt(g[key], key != "pairs")
+
+
+def compare_runs(run_a: Path, run_b: Path) -> str:
+    """Two runs' models side by side in one markdown table, run_b's aligned on its base model (`base_offset`):
+    per model M_k, each run's held-out IFEval strict accuracies and mean reply characters, and the pairs M_k
+    was trained on with their precision against the rule-checked truth (chance in brackets)."""
+    offset = base_offset(run_a, run_b)
+    loops = []
+    for run, shift in ((run_a, 0), (run_b, offset)):
+        rows = {r["iter"] + shift: r["self_rewarding"] for r in (collect(run) if run.is_dir() else [])}
+        if not rows:
+            raise InputError(f"{run}: no finished stages to compare (run it first)")
+        loops.append(rows)
+    header = ["model"] + [f"{label}, {run.name}" for label, _ in COMPARE_COLUMNS for run in (run_a, run_b)]
+    table = [[f"M{k}"] + [_compare_cell(rows.get(k), key) for _, key in COMPARE_COLUMNS for rows in loops]
+             for k in sorted(set(loops[0]) | set(loops[1]))]
+    aligned = (f" {run_b.name} starts from {run_a.name}'s M{offset}: its iteration t is the row M(t+{offset}) "
+               f"(its iteration 0 evaluates that M{offset} again)." if offset else "")
+    return "\n".join([f"{run_a.name} and {run_b.name} side by side: each model's held-out IFEval accuracies (greedy, "
+                      f"strict) and mean reply characters, and the pairs it was trained on (made from the previous "
+                      f"model's candidates) with their precision, the share whose chosen reply truly scores higher "
+                      f"on the rule-checked 0..5 truth (in brackets its chance level: the same scores shuffled "
+                      f"among each prompt's candidates); '-': not run, or not measured.{aligned}", ""]
+                     + _table(header, table)) + "\n"
 
 
 if __name__ == "__main__":

@@ -24,8 +24,9 @@ def sampling_params(config, greedy: bool = False) -> SamplingParams:
 
 
 def stage_seed(config, iteration: int) -> int:
-    """Each iteration draws fresh random streams: the same prompt is sampled anew by the next model."""
-    return config.seed * 1_000_003 + iteration
+    """Each iteration draws fresh random streams: the same prompt is sampled anew by the next model.
+    Iteration t draws round t + round_offset's (data.load_train_prompts takes that round's prompts)."""
+    return config.seed * 1_000_003 + iteration + config.round_offset
 
 
 def run_jobs(backend, jobs: list[dict], appender: JsonlAppender, params: SamplingParams, seed: int) -> dict:

@@ -122,11 +122,20 @@ class _Generator:
         return self._opened
 
 
+def round_prompts(args, config) -> list[dict]:
+    """The round's prompts: the pool's window, or what M_{t-1} wrote (self_rewarding.self_instruct, t >= 2)."""
+    from selftrain.data import load_train_prompts
+    from selftrain.self_instruct import written_prompts
+
+    written = written_prompts(config, args.run_dir, args.iteration)
+    return written if written is not None else load_train_prompts(config, args.iteration)
+
+
 def _step_generate(args, config, outputs, generator: _Generator) -> None:
-    from selftrain.data import describe_round, load_train_prompts
+    from selftrain.data import describe_round
     from selftrain.stages.generate import generate_samples
 
-    prompts = load_train_prompts(config, args.iteration)  # validated before anything is written
+    prompts = round_prompts(args, config)  # validated before anything is written
     out, extra = outputs["generate"], {}
     if args.shard is not None:
         out = _shard_output(args, args.shard, args.num_shards)
@@ -142,11 +151,11 @@ def _step_generate(args, config, outputs, generator: _Generator) -> None:
 
 def merge_shards(args, config, out: StageOutput, num_shards: int) -> None:
     """Join finished shards into the generate step's output, in canonical order, with its marker."""
-    from selftrain.data import describe_round, load_train_prompts
+    from selftrain.data import describe_round
     from selftrain.records import JsonlAppender, reorder_jsonl
     from selftrain.stages.generate import sample_ids
 
-    prompts = load_train_prompts(config, args.iteration)
+    prompts = round_prompts(args, config)
     shards = [_shard_output(args, i, num_shards) for i in range(num_shards)]
     markers = []
     for shard in shards:

@@ -109,22 +109,28 @@ def expected_judgements(config: Config, backend, tokenizer, jobs: list[dict], ou
             openings[r["id"]] = (opening_after(r["response"], label), r["finish_reason"], r["num_tokens"])
     prefix = judge_prefix(config, tokenizer)
     before = dataclasses.replace(backend.stats)
-    with JsonlAppender(output_path) as appender:
-        todo = {job["id"]: job for job in jobs if job["id"] not in appender.done}
-        if len(todo) < len(jobs):
-            log(f"resuming: {len(jobs) - len(todo)} of {len(jobs)} already judged, {len(todo)} to go")
-        requests = [ScoreRequest(key, job["prompt_text"] + openings[key][0], options, prefix)
-                    for key, job in todo.items()]
+    # a new output file is created by the first score: a backend that cannot score leaves nothing behind
+    appender = JsonlAppender(output_path) if Path(output_path).exists() else None
+    done = appender.done if appender else set()
+    todo = {job["id"]: job for job in jobs if job["id"] not in done}
+    if done:
+        log(f"resuming: {len(jobs) - len(todo)} of {len(jobs)} already judged, {len(todo)} to go")
+    requests = [ScoreRequest(key, job["prompt_text"] + openings[key][0], options, prefix) for key, job in todo.items()]
+    try:
         for result in backend.score_options(requests):
             job = todo.pop(result.key)
             opening, finish_reason, num_tokens = openings[result.key]
             value, mass = expected_score(list(result.logprobs))
+            appender = appender or JsonlAppender(output_path)
             appender.write({**{k: v for k, v in job.items() if not k.startswith("_")}, "response": opening,
                             "finish_reason": finish_reason, "num_tokens": num_tokens,
                             "score_logprobs": list(result.logprobs), "expected_score": value,
                             "score_mass": round(mass, 6)})
-        if todo:
-            raise RuntimeError(f"backend {backend.name} returned no score for {len(todo)} requests")
+    finally:
+        if appender:
+            appender.close()
+    if todo:
+        raise RuntimeError(f"backend {backend.name} returned no score for {len(todo)} requests")
     reorder_jsonl(output_path, [job["id"] for job in jobs])
     spent = backend.stats.since(before).as_dict()
     return {**metrics, "scored": spent["completions"], "skipped_existing": len(jobs) - spent["completions"],

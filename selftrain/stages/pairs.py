@@ -19,25 +19,29 @@ from __future__ import annotations
 
 from selftrain.config import Config
 from selftrain.errors import InputError
-from selftrain.judging import build_pairs, judge_agreement, length_stats, pair_precision, score_histogram
+from selftrain.judging import (build_pairs, judge_agreement, length_stats, pair_precision, pair_precision_chance,
+                               score_histogram)
 from selftrain.logging import log
 from selftrain.prompts import PromptSpec
 from selftrain.records import read_jsonl, write_jsonl_atomic
-from selftrain.self_rewarding import scored_groups
+from selftrain.self_rewarding import judgements_per_candidate, scored_groups
 
 
 def make_pairs(config: Config, judged_path, judgements_path, output_path) -> dict:
     candidates = read_jsonl(judged_path)
     by_id = {c["id"]: c for c in candidates}
-    groups = scored_groups(candidates, read_jsonl(judgements_path), config.self_rewarding.judge_samples,
+    groups = scored_groups(candidates, read_jsonl(judgements_path), judgements_per_candidate(config.self_rewarding),
                            str(judgements_path))
     pairs, reasons = build_pairs(groups, config.self_rewarding.length_control)
     flat = [c for cs in groups.values() for c in cs]
     truth = {c["id"]: c["true_score"] for c in flat}
+    split = pair_precision(pairs, truth)
     metrics = {**reasons, "prompts": len(groups), "candidates": len(candidates), "distinct_candidates": len(flat),
                "pairs": len(pairs),
                "tie_rate": round(reasons.get("tie", 0) / max(len(groups), 1), 4),
-               "pair_precision": pair_precision(pairs, truth),
+               "pair_precision": split["precision"],  # right / all pairs, as before the split
+               "pair_precision_split": split,
+               "pair_precision_chance": pair_precision_chance(groups, config.self_rewarding.length_control),
                "judge": judge_agreement(groups),
                "score_histogram": score_histogram([c["mean_score"] for c in flat]),
                "true_score_histogram": score_histogram([c["true_score"] for c in flat]),
@@ -61,8 +65,12 @@ def make_pairs(config: Config, judged_path, judgements_path, output_path) -> dic
                      "true_chosen": truth[chosen["id"]], "true_rejected": truth[rejected["id"]],
                      "prompt_spec": spec})
     write_jsonl_atomic(output_path, rows)
-    log(f"pairs: {len(pairs)} from {len(groups)} prompts ({reasons}); pair precision "
-        f"{metrics['pair_precision']}; judge pairwise accuracy {metrics['judge'].get('pairwise_accuracy')}")
+    chance, judge = metrics["pair_precision_chance"], metrics["judge"]
+    log(f"pairs: {len(pairs)} from {len(groups)} prompts ({reasons}); chosen truly higher in {split['right']}, "
+        f"equal truths in {split['equal_truth']}, truly lower in {split['wrong']}: precision (truths differ) "
+        f"{split['precision_decided']} (chance {chance['precision_decided']}), equal-truth rate "
+        f"{split['equal_truth_rate']} (chance {chance['equal_truth_rate']}); judge accuracy on decided pairs "
+        f"{judge['pairwise_accuracy']} (chance {judge['chance']['pairwise_accuracy']}), ties {judge['judge_tie_rate']}")
     return metrics
 
 
@@ -72,11 +80,19 @@ def main(argv=None):
 
     p = base_parser(__doc__)
     p.add_argument("--input", help="judged candidates JSONL (default in a run: the iteration's judged samples); "
-                                   "<stem>.judgements.jsonl beside it holds the judgements")
+                                   "self_rewarding: <stem>.judgements.jsonl beside it holds the judgements; "
+                                   "iterative_dpo: each candidate's reward_score is its score")
     p.add_argument("--output", help="pairs JSONL (default by hand: beside --input, .pairs.jsonl)")
     args = p.parse_args(argv)
     config = resolve_config(args, {})
-    stage = open_stage(args, "pairs", inputs=("judged", "judgements"))
+    by_reward = config.method == "iterative_dpo"  # pairs by reward_score (stages/reward_pairs.py)
+    stage = open_stage(args, "pairs", inputs=("judged",) if by_reward else ("judged", "judgements"))
     if stage.done():
         return
-    stage.finish(config, make_pairs(config, stage.inputs["judged"], stage.inputs["judgements"], stage.path))
+    if by_reward:
+        from selftrain.stages.reward_pairs import make_reward_pairs
+
+        metrics = make_reward_pairs(config, stage.inputs["judged"], stage.path)
+    else:
+        metrics = make_pairs(config, stage.inputs["judged"], stage.inputs["judgements"], stage.path)
+    stage.finish(config, metrics)
