@@ -132,8 +132,9 @@ def self_rewarding_table(rows: list[dict]) -> list[str]:
             judges.append([f"M{r['iter']}", _fmt(g["judge_parse_fail"], True), counts]
                           + [_with_chance(g, k) for k in ("judge_pairwise", "judge_tie_rate", "judge_exact")]
                           + [_with_chance(g, "judge_spearman", pct=False)])
-    lines = ["", "Self-Rewarding: held-out IFEval accuracies (greedy), and the pairs each model was trained on "
-             "(iteration t's pairs come from M_{t-1}'s judgements) against the rule-checked truth: the share of "
+    lines = ["", "Self-Rewarding / iterative DPO: held-out IFEval accuracies (greedy), and the pairs each model was "
+             "trained on (iteration t's pairs come from M_{t-1}'s judgements, or with iterative DPO from the reward's "
+             "scores of its candidates) against the rule-checked truth: the share of "
              "pairs whose chosen reply truly scores higher, among pairs whose true scores differ and among all; "
              "the share whose two replies are truly equal. In brackets the chance level: the same figure for the "
              "pairs rebuilt from the judge's scores shuffled among the candidates of each prompt (averaged over "
