@@ -18,7 +18,9 @@ pairs come from the model's own judgements.
 Judging (`judge_jobs`, `scored_groups`): each candidate is judged `judge_samples` times with the
 rubric prompt (judging.py) rendered by the one prompt builder as a user turn; job ids are
 `<candidate id>@<k>`. A candidate's score is the mean of its parsed scores; judgements without a
-parsable score are counted and left out, never scored 0 (`scored_groups`).
+parsable score are counted and left out, never scored 0 (`scored_groups`). With `judge_scoring: expected`
+a candidate is judged once (`judgements_per_candidate`) and its score is `expected_score` of the six score
+tokens' log-probabilities after the opening `score_opening` finds ("Score: " for SmolLM2).
 """
 from __future__ import annotations
 
@@ -31,8 +33,8 @@ from selftrain.judging import NO_SCORE, OK, ParsedScore, aggregate, load_templat
 from selftrain.prompts import PromptSpec, build_messages, render_prompt
 from selftrain.rewards import question_of
 
-MIN_WORDS = 5
-SCORES = range(6)  # "on topic" for prompts without a topic: a substantive reply
+MIN_WORDS = 5  # "on topic" for prompts without a topic: a substantive reply
+SCORES = range(6)  # the judge's scores 0..5
 
 
 def _words(text: str) -> list[str]:
