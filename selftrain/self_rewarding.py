@@ -194,6 +194,16 @@ def parsed_judgements(candidates: list[dict], judgements: list[dict], judge_samp
     return parsed
 
 
+def same_replies(candidates: list[dict]) -> dict[str, dict[str, list[dict]]]:
+    """Per prompt (`prompt_id`, else the record's id), its distinct replies (text without surrounding
+    space) -> the records that gave it, in first-seen order. Identical replies to one prompt are one
+    answer: a pair of two copies teaches nothing (DPO refuses it), and one EFT example of it is enough."""
+    groups: dict[str, dict[str, list[dict]]] = defaultdict(dict)
+    for c in candidates:
+        groups[c.get("prompt_id", c["id"])].setdefault(c["response"].strip(), []).append(c)
+    return groups
+
+
 def scored_groups(candidates: list[dict], judgements: list[dict], judge_samples: int, where: str) -> dict:
     """Candidates per prompt, each with its judge mean (`mean_score`, None when no judgement parsed),
     the judgement counts, `truncated` and its rule-checked `true_score`.
@@ -202,17 +212,13 @@ def scored_groups(candidates: list[dict], judgements: list[dict], judge_samples:
     are the same answer (a pair of two copies would teach nothing, and DPO refuses it), and the judge's
     sampled disagreement about one text is noise, not a preference."""
     parsed = parsed_judgements(candidates, judgements, judge_samples, where)
-    groups: dict[str, dict[str, dict]] = defaultdict(dict)
-    for c in candidates:
-        same = groups[c.get("prompt_id", c["id"])].setdefault(c["response"].strip(), {
-            "id": c["id"], "response": c["response"], "truncated": c.get("finish_reason") == "length",
-            "true_score": truth_score(c), "scores": [], "copies": 0})
-        same["scores"] += parsed[c["id"]]
-        same["copies"] += 1
     out = {}
-    for prompt_id, by_text in groups.items():
+    for prompt_id, by_text in same_replies(candidates).items():
         out[prompt_id] = []
-        for c in by_text.values():
-            counts = aggregate(c.pop("scores"))
-            out[prompt_id].append({**c, "mean_score": counts.pop("mean"), **counts})
+        for copies in by_text.values():
+            first, counts = copies[0], aggregate([s for c in copies for s in parsed[c["id"]]])
+            out[prompt_id].append({"id": first["id"], "response": first["response"],
+                                   "truncated": first.get("finish_reason") == "length",
+                                   "true_score": truth_score(first), "copies": len(copies),
+                                   "mean_score": counts.pop("mean"), **counts})
     return out

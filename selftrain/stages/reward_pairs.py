@@ -18,7 +18,6 @@ with Self-Rewarding's. A round with no pair at all stops with a message and writ
 from __future__ import annotations
 
 import statistics
-from collections import defaultdict
 from typing import Callable
 
 from selftrain.config import Config
@@ -28,7 +27,7 @@ from selftrain.logging import log
 from selftrain.prompts import PromptSpec
 from selftrain.records import iter_jsonl, write_jsonl_atomic
 from selftrain.rewards.api import check_score
-from selftrain.self_rewarding import truth_score
+from selftrain.self_rewarding import same_replies, truth_score
 
 FIELDS = ("id", "prompt_id", "prompt_text", "response")
 
@@ -58,18 +57,17 @@ def reward_groups(candidates: list[dict], truth: Callable[[dict], int] | None = 
     """Candidates per prompt in build_pair's shape: `id`, `response` and `truncated` of the first copy of a
     text, `mean_score` (the mean reward_score of its copies; None when none has one), `copies`, and
     `true_score` (of the first copy) when `truth` is given."""
-    by_prompt: dict[str, dict[str, dict]] = defaultdict(dict)
-    for c in candidates:
-        same = by_prompt[c["prompt_id"]].setdefault(c["response"].strip(), {
-            "id": c["id"], "response": c["response"], "truncated": c.get("finish_reason") == "length",
-            "copies": 0, "scores": [], **({"true_score": truth(c)} if truth else {})})
-        same["copies"] += 1
-        if c["reward_score"] is not None:
-            same["scores"].append(float(c["reward_score"]))
-    return {prompt_id: [{**{k: v for k, v in c.items() if k != "scores"},
-                         "mean_score": statistics.fmean(c["scores"]) if c["scores"] else None}
-                        for c in by_text.values()]
-            for prompt_id, by_text in by_prompt.items()}
+    out = {}
+    for prompt_id, by_text in same_replies(candidates).items():
+        out[prompt_id] = []
+        for copies in by_text.values():
+            first = copies[0]
+            scores = [float(c["reward_score"]) for c in copies if c["reward_score"] is not None]
+            out[prompt_id].append({"id": first["id"], "response": first["response"],
+                                   "truncated": first.get("finish_reason") == "length", "copies": len(copies),
+                                   **({"true_score": truth(first)} if truth else {}),
+                                   "mean_score": statistics.fmean(scores) if scores else None})
+    return out
 
 
 def no_pairs_message(path, counts: dict) -> str:

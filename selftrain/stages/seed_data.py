@@ -43,7 +43,8 @@ from selftrain.logging import log
 from selftrain.prompts import PromptSpec, render_prompt
 from selftrain.records import iter_jsonl, read_jsonl, validate_prompt_record, write_jsonl_atomic
 from selftrain.runs import StageOutput, generator_for, stage_output
-from selftrain.self_rewarding import check_lines, judge_prompt_record, judgement_text, justification, truth_score
+from selftrain.self_rewarding import (check_lines, judge_prompt_record, judgement_text, justification, same_replies,
+                                      truth_score)
 
 SCORES = range(6)
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -164,11 +165,9 @@ def by_prompt(judged: list[dict]) -> tuple[list[tuple[dict, int]], dict]:
     one another, replies to the same request that score differently teach the judge to read the reply,
     where a set balanced over scores across prompts teaches which kinds of request usually pass. A reply
     whose text repeats another of its prompt is kept once."""
-    groups: dict[str, dict[str, dict]] = defaultdict(dict)
-    for record in judged:
-        groups[record.get("prompt_id", record["id"])].setdefault(record["response"].strip(), record)
-    kept = [(record, truth_score(record)) for replies in groups.values() for record in replies.values()]
-    contrasts = sum(len({truth_score(r) for r in replies.values()}) > 1 for replies in groups.values())
+    groups = same_replies(judged)
+    kept = [(copies[0], truth_score(copies[0])) for replies in groups.values() for copies in replies.values()]
+    contrasts = sum(len({truth_score(copies[0]) for copies in replies.values()}) > 1 for replies in groups.values())
     return kept, {"train_examples": len(kept), "prompts": len(groups), "prompts_with_contrast": contrasts,
                   "duplicates_dropped": len(judged) - len(kept),
                   "per_score": {str(s): sum(score == s for _, score in kept) for s in SCORES}}
