@@ -213,3 +213,20 @@ def test_bad_judge_settings_stop_before_any_work(tmp_path, weightless_env, setti
     line = _one_error_line(_llm_judge(tmp_path, weightless_env, *extra, setting))
     assert says in line
     assert not (tmp_path / "judgements.jsonl").exists()
+
+
+# --- EFT with a prompt's replies together ------------------------------------------------------------
+
+def test_eft_by_prompt_keeps_every_distinct_reply_and_counts_contrasts():
+    from selftrain.stages.seed_data import by_prompt
+
+    meta = {"instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}], "topic": "cats"}
+
+    def reply(i, prompt, text, ok):
+        return {"id": i, "prompt_id": prompt, "response": text, "ifeval_strict": [ok], "metadata": meta,
+                "finish_reason": "stop"}
+
+    kept, info = by_prompt([reply("a", "p1", "cats sleep", True), reply("b", "p1", " cats sleep ", True),
+                            reply("c", "p1", "dogs, cats", False), reply("d", "p2", "cats", True)])
+    assert [(r["id"], score) for r, score in kept] == [("a", 5), ("c", 2), ("d", 5)]  # "b" repeats "a"
+    assert info["prompts"] == 2 and info["prompts_with_contrast"] == 1 and info["duplicates_dropped"] == 1
