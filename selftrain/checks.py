@@ -48,11 +48,6 @@ def check_runnable(config: Config, where: str = "config") -> None:
         load_template(config.self_rewarding.judge_template)  # a missing file or placeholder, before any work
     g = config.generation
     if config.method == "self_rewarding" and config.self_rewarding.judge_scoring == "expected" \
-            and g.backend == "llama_cpp":
-        raise InputError(f"{where}: self_rewarding.judge_scoring: expected does not run on generation.backend "
-                         f"llama_cpp (llama.cpp in this process reads no next-token log-probabilities here); use "
-                         f"selftrain or hf, or generation.backend openai with generation.server llama_cpp")
-    if config.method == "self_rewarding" and config.self_rewarding.judge_scoring == "expected" \
             and g.backend == "openai" and g.api == "chat":
         raise InputError(f"{where}: self_rewarding.judge_scoring: expected reads the score tokens' log-probabilities "
                          f"after the judge's \"Score: \", inside its reply: it needs generation.api: completions "

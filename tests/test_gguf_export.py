@@ -30,6 +30,7 @@ from selftrain.generation.llama_cpp_local import LlamaCppBackend  # noqa: E402
 from selftrain.generation.local import LocalBackend  # noqa: E402
 from selftrain.models import _gguf_location, load_model, load_tokenizer  # noqa: E402
 from selftrain.prompts import PromptSpec, encode_prompt, render_prompt  # noqa: E402
+from selftrain.self_rewarding import expected_score  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = load_config(str(REPO / "configs" / "tiny.yaml"), {})
@@ -139,6 +140,42 @@ def test_q8_0_greedy_replies_mostly_agree_with_the_engines(smol, engine_greedy):
         got = {c.key: c.token_ids for c in backend.generate(prompts(smol["tokenizer"], 8))}
     same = sum(got[k] == engine_greedy[k] for k in engine_greedy)
     assert same >= 6, f"{same}/8 q8_0 greedy replies equal the fp32 engine's"  # measured: 7/8 (10/12 on 12)
+
+
+def judge_requests(n: int) -> list:
+    """Judge-like requests that share a rubric prefix and end at the score's position."""
+    from selftrain.generation.base import ScoreRequest
+
+    prefix = "<|im_start|>system\nYou grade replies from 0 to 5.<|im_end|>\n<|im_start|>user\n" + "Check it. " * 20
+    return [ScoreRequest(f"r{i}", prefix + f"Reply {i}: " + "more words " * (i % 4)
+                         + "<|im_end|>\n<|im_start|>assistant\nScore: ", ("0", "1", "2", "3", "4", "5"),
+                         shared_prefix=prefix) for i in range(6)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["f32", "q8_0"])
+def test_llama_cpp_scores_options_as_the_hf_model_and_whatever_shares_the_call(smol, kind):
+    requests = judge_requests(6)
+    with LlamaCppBackend(str(smol["dir"]), SPEC, batch_size=4, progress=False, tokenizer=smol["tokenizer"],
+                         gguf_path=smol[kind]) as backend:
+        together = {r.key: r.logprobs for r in backend.score_options(requests)}
+        list(backend.generate(prompts(smol["tokenizer"], 2)))  # generation between scoring calls clears the cache
+        # a stage resumed after a kill asks the rest in another order and split: bit-identical results
+        apart = {r.key: r.logprobs for part in (requests[4:], requests[:2][::-1], requests[2:4])
+                 for r in backend.score_options(part)}
+        assert backend.stats.completions == 2 + 2 * len(requests)
+    assert apart == together
+    local = LocalBackend(str(smol["dir"]), SPEC, batch_size=4, progress=False, model=smol["model"],
+                         tokenizer=smol["tokenizer"])
+    hf = {r.key: r.logprobs for r in local.score_options(requests)}
+    for key, values in together.items():
+        assert all(v <= 0 for v in values)
+        if kind == "f32":  # float32 summation order only (measured 1.1e-3 at most)
+            assert values == pytest.approx(hf[key], abs=5e-3), key
+        # q8_0 weights and llama.cpp's f16 KV cache move a log-probability by up to ~0.2 (measured 0.16), the
+        # judge's expected score by less (measured 0.075 at most on a 0..5 scale)
+        assert values == pytest.approx(hf[key], abs=0.3), key
+        assert expected_score(values)[0] == pytest.approx(expected_score(hf[key])[0], abs=0.15), key
 
 
 @pytest.mark.slow

@@ -34,7 +34,8 @@ import torch
 from tqdm import tqdm
 
 from selftrain.errors import InputError
-from selftrain.generation.base import BackendError, Completion, GenerationStats, Request, SamplingParams
+from selftrain.generation.base import (BackendError, Completion, GenerationStats, OptionLogprobs, Request,
+                                       SamplingParams, ScoreRequest)
 from selftrain.logging import log
 from selftrain.generation.engine import Sampler
 from selftrain.generation.local import PromptTokens
@@ -84,6 +85,7 @@ class LlamaCppBackend:
 
         self._model = self._ctx = self._batch = None  # what close() frees, whatever fails below
         self._logits = None  # the per-step logits buffer, reused (a fresh 50 MB per step costs ms)
+        self._kept_prefix = None  # score_options: the token ids whose cache sequence 0 holds
         llama_cpp = _llama_cpp()
         if str(model_name).lower().endswith(".gguf"):
             raise InputError(f"generation.backend llama_cpp: model {model_name} is a .gguf file; this backend encodes "
@@ -158,6 +160,7 @@ class LlamaCppBackend:
         self._ensure_context(max(len(ids) for _, ids in group) + params.max_new_tokens)
         memory = llama.llama_get_memory(self._ctx)
         llama.llama_memory_clear(memory, True)
+        self._kept_prefix = None
         stop = set(self.stop_ids)
         waiting = deque(group)
         free = list(range(self.batch_size - 1, -1, -1))  # seq ids; pop() takes the lowest
@@ -213,6 +216,37 @@ class LlamaCppBackend:
             self.stats.seconds += time.perf_counter() - started
             bar.close()
 
+    # ------------------------------------------------------------ scoring
+    def score_options(self, requests: Iterable[ScoreRequest]) -> Iterator[OptionLogprobs]:
+        """Option log-probabilities from llama.cpp's logits (expected-score judging), as prefill.py does
+        for the local backends: the shared prefix is decoded once into sequence 0 and kept; each request
+        decodes only its own tokens after it, alone, once the previous request's are removed (so they
+        take the same cells every time). A request's result never depends on the others, and a stage
+        resumed after a kill scores exactly as an unbroken one (tests/test_gguf_export.py)."""
+        from selftrain.generation.prefill import prepared, reused_length
+
+        llama = self.llama
+        for r, ids, shared, option_ids in prepared(requests, self.tokenizer, self.encode):
+            started = time.perf_counter()
+            n = reused_length(ids, shared)
+            self._ensure_context(len(ids))
+            memory = llama.llama_get_memory(self._ctx)
+            if self._kept_prefix != tuple(ids[:n]):
+                llama.llama_memory_clear(memory, True)
+                self._kept_prefix = None
+                if n:
+                    self._decode([(0, ids[:n], 0)])
+                    self.stats.prompt_tokens += n
+                self._kept_prefix = tuple(ids[:n])
+            llama.llama_memory_seq_rm(memory, 0, n, -1)  # the previous request's own tokens
+            logits = self._decode([(0, ids[n:], n)])[0]
+            self.stats.prompt_tokens += len(ids) - n
+            self.stats.requests += 1
+            self.stats.completions += 1
+            logp = logits.double().log_softmax(-1)
+            self.stats.seconds += time.perf_counter() - started
+            yield OptionLogprobs(r.key, tuple(float(logp[i]) for i in option_ids))
+
     def _ensure_context(self, cells_per_sequence: int) -> None:
         """A context with `batch_size` sequences of at least `cells_per_sequence` KV cells each (made anew
         only when a longer run needs more)."""
@@ -222,6 +256,7 @@ class LlamaCppBackend:
         if self._ctx is not None:
             llama.llama_free(self._ctx)
             self._ctx = None
+        self._kept_prefix = None
         cells = -(-cells_per_sequence // 256) * 256  # rounded up: a slightly longer run reuses the context
         params = llama.llama_context_default_params()
         params.n_seq_max = self.batch_size

@@ -64,7 +64,7 @@ class PrefixScorer:
         return out.past_key_values
 
     def logprobs(self, ids: list[int], prefix_ids: list[int], option_ids: list[int]) -> list[float]:
-        n = min(common_prefix_length([ids, prefix_ids]), len(ids) - 1) if self.share and prefix_ids else 0
+        n = reused_length(ids, prefix_ids) if self.share else 0
         cache = _copy_cache(self._prefix_cache(tuple(ids[:n]))) if n > 0 else None
         own = torch.tensor([ids[n:]], device=self.device)
         out = self.model(input_ids=own, past_key_values=cache, use_cache=cache is not None,
@@ -77,22 +77,35 @@ class PrefixScorer:
         return [float(logp[i]) for i in option_ids]
 
     def score(self, requests: Iterable[ScoreRequest], tokenizer) -> Iterator[OptionLogprobs]:
-        option_ids: dict[tuple[str, ...], list[int]] = {}
-        prefix_ids: dict[str, list[int]] = {}
         with torch.inference_mode():
-            for r in requests:
+            for r, ids, shared, option_ids in prepared(requests, tokenizer, self.encode):
                 started = time.perf_counter()
-                if r.options not in option_ids:
-                    option_ids[r.options] = option_token_ids(tokenizer, r.options)
-                if r.shared_prefix not in prefix_ids:
-                    prefix_ids[r.shared_prefix] = self.encode(r.shared_prefix) if r.shared_prefix else []
-                ids = self.encode(r.prompt_text)
-                if not ids:
-                    raise InputError(f"request {r.key}: empty prompt (nothing to condition on)")
-                values = self.logprobs(ids, prefix_ids[r.shared_prefix], option_ids[r.options])
+                values = self.logprobs(ids, shared, option_ids)
                 self.stats["requests"] += 1
                 self.stats["seconds"] += time.perf_counter() - started
                 yield OptionLogprobs(r.key, tuple(values))
+
+
+def prepared(requests: Iterable[ScoreRequest], tokenizer, encode) -> Iterator[tuple]:
+    """(request, its token ids, its shared prefix's token ids, its options' token ids) per request, by the
+    rule every scoring backend follows; an empty prompt or a multi-token option is an error naming it."""
+    option_ids: dict[tuple[str, ...], list[int]] = {}
+    prefix_ids: dict[str, list[int]] = {}
+    for r in requests:
+        if r.options not in option_ids:
+            option_ids[r.options] = option_token_ids(tokenizer, r.options)
+        if r.shared_prefix not in prefix_ids:
+            prefix_ids[r.shared_prefix] = encode(r.shared_prefix) if r.shared_prefix else []
+        ids = encode(r.prompt_text)
+        if not ids:
+            raise InputError(f"request {r.key}: empty prompt (nothing to condition on)")
+        yield r, ids, prefix_ids[r.shared_prefix], option_ids[r.options]
+
+
+def reused_length(ids: list[int], shared: list[int]) -> int:
+    """How many of a request's tokens come from the kept prefix cache: the longest token prefix they share
+    with the shared prefix's, one short of the whole prompt (the last token's logits are the answer)."""
+    return min(common_prefix_length([ids, shared]), len(ids) - 1) if shared else 0
 
 
 def _plain_cache(model) -> bool:
