@@ -386,7 +386,8 @@ def judge_agreement(groups: dict, permutations: int = CHANCE_PERMUTATIONS, seed:
                                / len(parsed) if parsed else None),
            "spearman": spearman(judge, truth), "kendall_tau_b": kendall_tau_b(judge, truth),
            "parse_failure_rate": (len(everyone) - len(parsed)) / len(everyone) if everyone else None,
-           "chance": _judge_chance(parsed_groups, permutations, seed)}
+           "chance": _judge_chance(parsed_groups, permutations, seed),
+           "finished": finished_agreement(groups, permutations, seed)}
     with_counts = [c for c in everyone if "n_judgements" in c]
     if with_counts:
         n = sum(c["n_judgements"] for c in with_counts)
@@ -395,6 +396,20 @@ def judge_agreement(groups: dict, permutations: int = CHANCE_PERMUTATIONS, seed:
                     "n_no_score": sum(c.get("n_no_score", 0) for c in with_counts),
                     "n_out_of_range": sum(c.get("n_out_of_range", 0) for c in with_counts)})
     return out
+
+
+def finished_agreement(groups: dict, permutations: int = CHANCE_PERMUTATIONS, seed: int = CHANCE_SEED) -> dict:
+    """`judge_agreement`'s pairwise figures over the finished replies only (`truncated` false or absent),
+    each with its chance level: the judge's skill where a round's pairs need it, since a cut-off reply
+    is never chosen. A judge that only tells cut-off replies from finished ones scores above chance
+    over all candidates and at chance here."""
+    finished = [[c for c in candidates if not c.get("truncated") and c["mean_score"] is not None]
+                for candidates in groups.values()]
+    counts = _pairwise_counts([[float(c["mean_score"]) for c in g] for g in finished],
+                              [_truth_pairs([c["true_score"] for c in g]) for g in finished])
+    chance = _judge_chance(finished, permutations, seed)
+    return {"n_candidates": sum(len(g) for g in finished), **_pairwise_figures(*counts),
+            "chance": {key: chance[key] for key in ("pairwise_accuracy", "pairwise_ties_half", "judge_tie_rate")}}
 
 
 def pair_precision(pairs: list[dict], true_score_by_id: dict) -> dict:

@@ -246,6 +246,25 @@ def test_judge_agreement_on_a_hand_example():
     assert "n_judgements" not in result
 
 
+def test_judge_agreement_over_finished_replies_only():
+    # the judge ranks by "cut off or not" alone: right on every pair with a cut-off reply, wrong among the others
+    groups = {"p": [dict(truth("a", 3.0, 4), truncated=False), dict(truth("b", 3.5, 3), truncated=False),
+                    dict(truth("c", 1.0, 1), truncated=True), dict(truth("d", 1.5, 0), truncated=True)],
+              "q": [dict(truth("e", 2.0, 5), truncated=False), dict(truth("f", 4.0, 2), truncated=False),
+                    dict(truth("g", 0.5, 1), truncated=True)]}
+    result = judge_agreement(groups)
+    # all: p has 6 pairs (ab wrong, cd wrong, the 4 across right), q has 3 (ef wrong, eg fg right): 6 of 9
+    assert result["n_decided"] == 9 and result["pairwise_accuracy"] == pytest.approx(6 / 9)
+    finished = result["finished"]
+    assert finished["n_candidates"] == 4 and finished["n_decided"] == 2 and finished["pairwise_accuracy"] == 0.0
+    # one finished pair per prompt: a shuffle of two scores gets it right half the time
+    assert finished["chance"]["pairwise_accuracy"] == pytest.approx(0.5, abs=0.1)
+    # without `truncated` every reply counts as finished: the same figures as over all candidates
+    plain = judge_agreement(HAND)
+    assert plain["finished"]["pairwise_accuracy"] == plain["pairwise_accuracy"]
+    assert plain["finished"]["n_decided"] == plain["n_decided"]
+
+
 def test_judge_agreement_sums_judgement_counts_when_given():
     def judged(cid, true, texts):
         summary = aggregate([parse_score(t) for t in texts])

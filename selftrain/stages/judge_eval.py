@@ -10,7 +10,9 @@ differ; a judge tie is neither right nor wrong), the judge tie rate and accuracy
 right; exact-score agreement, Spearman and Kendall correlations, and the parse-failure rate
 (unparsed judgements are left out of the pairs and the correlations, never scored 0); each figure but
 Kendall's with its chance level (`chance`: the same judge's scores shuffled within each prompt, so a
-judge that ignores the reply reads as its chance, not as 50% or 0); plus the judge's score histogram.
+judge that ignores the reply reads as its chance, not as 50% or 0); plus the judge's score histogram,
+and (`judge.finished`) the pairwise figures over the replies that were not cut off, where a round's
+pairs need the judge (a cut-off reply is never chosen).
 
   python judge_eval.py --run_dir results/self_rewarding --iteration 0 --candidates
   python judge_eval.py --run_dir results/self_rewarding --iteration 2
@@ -90,5 +92,7 @@ def main(argv=None):
     log(f"judge {judge}: accuracy on {accuracy['n_decided']} decided pairs {accuracy['pairwise_accuracy']} (chance "
         f"{chance['pairwise_accuracy']}), ties {accuracy['judge_tie_rate']} (chance {chance['judge_tie_rate']}), exact "
         f"{accuracy['exact_agreement']} (chance {chance['exact_agreement']}), Spearman {accuracy['spearman']} "
-        f"(chance {chance['spearman']}), parse failures {metrics['parse_failure_rate']}")
+        f"(chance {chance['spearman']}), parse failures {metrics['parse_failure_rate']}; over finished replies "
+        f"only: {accuracy['finished']['pairwise_accuracy']} on {accuracy['finished']['n_decided']} decided pairs "
+        f"(chance {accuracy['finished']['chance']['pairwise_accuracy']})")
     stage.finish(config, {**metrics, "judge": accuracy}, {"judge_model": judge, "judge_set": str(judge_set)})
