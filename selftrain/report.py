@@ -71,7 +71,7 @@ SELF_REWARDING_COLUMNS = ["iter", "IFEval prompt strict", "inst strict", "prompt
                           "pairs equal truth (chance)", "pair precision, all pairs (chance)",
                           "chosen / rejected chars", "DPO margin", "DPO acc"]
 JUDGE_COLUMNS = ["judge", "parse fail", "pairs decided / all", "acc, decided pairs (chance)", "judge ties (chance)",
-                 "exact (chance)", "Spearman (chance)"]
+                 "exact (chance)", "Spearman (chance)", "finished replies: decided", "acc (chance)"]
 
 
 def _self_rewarding_metrics(m: dict) -> dict:
@@ -83,6 +83,7 @@ def _self_rewarding_metrics(m: dict) -> dict:
     judge = m.get("judge_eval", {}).get("judge", {})
     decided = "n_decided" in judge
     judge_chance = judge.get("chance") or {}
+    finished = judge.get("finished") or {}
     pairs = m.get("pairs", {})
     split, pairs_chance = pairs.get("pair_precision_split") or {}, pairs.get("pair_precision_chance") or {}
     return {**{k: m["eval"].get(k) for k in IFEVAL}, "reply_chars": m["eval"].get("mean_response_chars"),
@@ -93,6 +94,8 @@ def _self_rewarding_metrics(m: dict) -> dict:
             "judge_exact": judge.get("exact_agreement"), "judge_exact_chance": judge_chance.get("exact_agreement"),
             "judge_spearman": judge.get("spearman"), "judge_spearman_chance": judge_chance.get("spearman"),
             "judge_parse_fail": m.get("judge_eval", {}).get("parse_failure_rate"),
+            "judge_finished_decided": finished.get("n_decided"), "judge_finished": finished.get("pairwise_accuracy"),
+            "judge_finished_chance": (finished.get("chance") or {}).get("pairwise_accuracy"),
             "pairs": pairs.get("pairs"), "tie_rate": pairs.get("tie_rate"),
             "pair_precision": pairs.get("pair_precision"), "pair_precision_chance": pairs_chance.get("precision"),
             "pair_precision_decided": split.get("precision_decided"),
@@ -131,7 +134,8 @@ def self_rewarding_table(rows: list[dict]) -> list[str]:
             counts = "-" if g["judge_pairs"] is None else f"{g['judge_decided']} / {g['judge_pairs']}"
             judges.append([f"M{r['iter']}", _fmt(g["judge_parse_fail"], True), counts]
                           + [_with_chance(g, k) for k in ("judge_pairwise", "judge_tie_rate", "judge_exact")]
-                          + [_with_chance(g, "judge_spearman", pct=False)])
+                          + [_with_chance(g, "judge_spearman", pct=False), _fmt(g["judge_finished_decided"]),
+                             _with_chance(g, "judge_finished")])
     lines = ["", "Self-Rewarding / iterative DPO: held-out IFEval accuracies (greedy), and the pairs each model was "
              "trained on (iteration t's pairs come from M_{t-1}'s judgements, or with iterative DPO from the reward's "
              "scores of its candidates) against the rule-checked truth: the share of "
@@ -143,7 +147,9 @@ def self_rewarding_table(rows: list[dict]) -> list[str]:
     if judges:
         lines += ["", "Each model as a judge, against the rule-checked truth on the judge set: over same-prompt "
                   "pairs whose true scores differ, the accuracy on the pairs it decides (its two scores differ) and "
-                  "the share it ties; exact-score agreement and Spearman over every parsed candidate. In brackets "
+                  "the share it ties; exact-score agreement and Spearman over every parsed candidate; then the decided "
+                  "pairs and the accuracy among the replies that were not cut off (a round's pairs choose among "
+                  "those: a cut-off reply is never chosen). In brackets "
                   "the chance level: the same figure with the judge's scores shuffled among the candidates of each "
                   "prompt; a judge that ignores the reply lands there, not at 50% or 0:", ""]
         lines += _table(JUDGE_COLUMNS, judges)

@@ -81,7 +81,9 @@ def test_self_rewarding_tables_put_each_judge_figure_beside_its_chance(tmp_path)
         "pairwise_accuracy": 0.55, "n_decided": 60, "n_pairs": 95, "judge_ties": 35, "judge_tie_rate": 0.3684,
         "pairwise_ties_half": 0.531, "exact_agreement": 0.155, "spearman": 0.26,
         "chance": {"pairwise_accuracy": 0.5, "pairwise_ties_half": 0.5, "judge_tie_rate": 0.35,
-                   "exact_agreement": 0.14, "spearman": 0.21, "permutations": 200}}})
+                   "exact_agreement": 0.14, "spearman": 0.21, "permutations": 200},
+        "finished": {"n_candidates": 40, "pairwise_accuracy": 0.45, "n_decided": 20, "n_pairs": 22,
+                     "chance": {"pairwise_accuracy": 0.51}}}})
     marker(run / "iter_02", "pairs", {
         "pairs": 53, "tie_rate": 0.05, "pair_precision": 0.358, "mean_chosen_chars": 300, "mean_rejected_chars": 320,
         "pair_precision_split": {"n_pairs": 53, "right": 19, "equal_truth": 21, "wrong": 13, "precision": 0.358,
@@ -92,8 +94,9 @@ def test_self_rewarding_tables_put_each_judge_figure_beside_its_chance(tmp_path)
     report.main([str(run)])
     table = (run / "report.md").read_text()
     assert ("| judge | parse fail | pairs decided / all | acc, decided pairs (chance) | judge ties (chance) | "
-            "exact (chance) | Spearman (chance) |") in table
-    assert "| M1 | 3.0% | 60 / 95 | 55.0% (50.0%) | 36.8% (35.0%) | 15.5% (14.0%) | +0.26 (+0.21) |" in table
+            "exact (chance) | Spearman (chance) | finished replies: decided | acc (chance) |") in table
+    assert ("| M1 | 3.0% | 60 / 95 | 55.0% (50.0%) | 36.8% (35.0%) | 15.5% (14.0%) | +0.26 (+0.21) | 20 | "
+            "45.0% (51.0%) |") in table
     # the pairs M1 made train M2: precision over pairs whose truths differ, equal truths, over all pairs
     assert "| M2 | 39.0% | 47.8% | 42.5% | 52.2% | 314 | 53 | 5.0% | 59.4% (50.0%) | 39.6% (40.0%) | 35.8% (34.0%) | 300 / 320 |" in table
     assert "| M0 | 39.0% | 47.8% | 42.5% | 52.2% | 314 | - | - | - | - | - | - |" in table
@@ -111,6 +114,6 @@ def test_self_rewarding_tables_render_markers_from_before_the_chance_levels(tmp_
     marker(run / "iter_02", "eval", SR_EVAL)
     report.main([str(run)])
     table = (run / "report.md").read_text()
-    assert "| M1 | 3.0% | - | - | - | 15.5% (-) | -0.05 (-) |" in table
+    assert "| M1 | 3.0% | - | - | - | 15.5% (-) | -0.05 (-) | - | - |" in table
     assert "| M2 | 39.0% | 47.8% | 42.5% | 52.2% | 314 | 53 | 5.0% | - | - | 35.8% (-) | 300 / 320 |" in table
     assert "37.5%" not in table
