@@ -204,6 +204,14 @@ def same_replies(candidates: list[dict]) -> dict[str, dict[str, list[dict]]]:
     return groups
 
 
+def merged_reply(copies: list[dict]) -> dict:
+    """One candidate of a pair's groups from the records that gave the same reply (`same_replies`): the
+    first copy's `id`, `response` and `truncated`, and how many `copies` there were."""
+    first = copies[0]
+    return {"id": first["id"], "response": first["response"], "truncated": first.get("finish_reason") == "length",
+            "copies": len(copies)}
+
+
 def scored_groups(candidates: list[dict], judgements: list[dict], judge_samples: int, where: str) -> dict:
     """Candidates per prompt, each with its judge mean (`mean_score`, None when no judgement parsed),
     the judgement counts, `truncated` and its rule-checked `true_score`.
@@ -216,9 +224,7 @@ def scored_groups(candidates: list[dict], judgements: list[dict], judge_samples:
     for prompt_id, by_text in same_replies(candidates).items():
         out[prompt_id] = []
         for copies in by_text.values():
-            first, counts = copies[0], aggregate([s for c in copies for s in parsed[c["id"]]])
-            out[prompt_id].append({"id": first["id"], "response": first["response"],
-                                   "truncated": first.get("finish_reason") == "length",
-                                   "true_score": truth_score(first), "copies": len(copies),
+            counts = aggregate([s for c in copies for s in parsed[c["id"]]])
+            out[prompt_id].append({**merged_reply(copies), "true_score": truth_score(copies[0]),
                                    "mean_score": counts.pop("mean"), **counts})
     return out

@@ -27,7 +27,7 @@ from selftrain.logging import log
 from selftrain.prompts import PromptSpec
 from selftrain.records import iter_jsonl, write_jsonl_atomic
 from selftrain.rewards.api import check_score
-from selftrain.self_rewarding import same_replies, truth_score
+from selftrain.self_rewarding import merged_reply, same_replies, truth_score
 
 FIELDS = ("id", "prompt_id", "prompt_text", "response")
 
@@ -61,11 +61,8 @@ def reward_groups(candidates: list[dict], truth: Callable[[dict], int] | None = 
     for prompt_id, by_text in same_replies(candidates).items():
         out[prompt_id] = []
         for copies in by_text.values():
-            first = copies[0]
             scores = [float(c["reward_score"]) for c in copies if c["reward_score"] is not None]
-            out[prompt_id].append({"id": first["id"], "response": first["response"],
-                                   "truncated": first.get("finish_reason") == "length", "copies": len(copies),
-                                   **({"true_score": truth(first)} if truth else {}),
+            out[prompt_id].append({**merged_reply(copies), **({"true_score": truth(copies[0])} if truth else {}),
                                    "mean_score": statistics.fmean(scores) if scores else None})
     return out
 

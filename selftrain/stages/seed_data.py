@@ -43,10 +43,9 @@ from selftrain.logging import log
 from selftrain.prompts import PromptSpec, render_prompt
 from selftrain.records import iter_jsonl, read_jsonl, validate_prompt_record, write_jsonl_atomic
 from selftrain.runs import StageOutput, generator_for, stage_output
-from selftrain.self_rewarding import (check_lines, judge_prompt_record, judgement_text, justification, same_replies,
-                                      truth_score)
+from selftrain.self_rewarding import (SCORES, check_lines, judge_prompt_record, judgement_text, justification,
+                                      same_replies, truth_score)
 
-SCORES = range(6)
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 
