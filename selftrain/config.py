@@ -304,6 +304,9 @@ class SelfRewardingConfig:
     # replies together (same-prompt contrasts: the judge must read the reply, not the instruction type)
     eft_balance: str = "score"
     eft_from_ift: bool = False  # the IFT stage's rule-checked replies are EFT examples too (no extra generation)
+    # replies cut off at the token limit kept per prompt as EFT examples: -1 every one; 0 none, so the judge
+    # learns to rank finished replies (a round never chooses a cut-off one; README "Self-Rewarding"); N at most N
+    eft_max_cut_off: int = -1
     eft_repeats: int = 1  # each EFT example this many times in M1's training file (EFT epochs within one SFT)
     # Self-Instruct (paper §3.1.2): iteration t >= 2's prompts written by M_{t-1}, few-shot from seed prompts,
     # unusable and near-duplicate requests dropped, the ifeval task's instructions attached (selftrain/self_instruct.py)
@@ -348,6 +351,8 @@ class SelfRewardingConfig:
         for key, allowed in (("judge_scoring", JUDGE_SCORING), ("judge_justification", JUDGE_JUSTIFICATION),
                              ("eft_balance", EFT_BALANCE)):
             _one_of(where, f"self_rewarding.{key}", getattr(self, key), allowed)
+        if self.eft_max_cut_off < -1:
+            raise bad("eft_max_cut_off", f"{self.eft_max_cut_off} must be >= -1 (-1: every cut-off reply)")
         if self.eft_repeats < 1:
             raise bad("eft_repeats", f"{self.eft_repeats} must be >= 1")
         if self.self_instruct_shots < 1:

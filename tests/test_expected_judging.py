@@ -230,3 +230,32 @@ def test_eft_by_prompt_keeps_every_distinct_reply_and_counts_contrasts():
                             reply("c", "p1", "dogs, cats", False), reply("d", "p2", "cats", True)])
     assert [(r["id"], score) for r, score in kept] == [("a", 5), ("c", 2), ("d", 5)]  # "b" repeats "a"
     assert info["prompts"] == 2 and info["prompts_with_contrast"] == 1 and info["duplicates_dropped"] == 1
+
+
+def test_eft_max_cut_off_caps_the_cut_off_replies_of_each_prompt(tmp_path):
+    import dataclasses
+
+    from selftrain.config import load_config
+    from selftrain.stages.seed_data import capped_cut_off, eft_selection
+
+    def reply(i, prompt, finish):
+        return {"id": i, "prompt_id": prompt, "response": f"cats {i}", "ifeval_strict": [True], "finish_reason": finish,
+                "metadata": {"instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}], "topic": "cats"}}
+
+    judged = [reply("p1#2", "p1", "length"), reply("p1#0", "p1", "stop"), reply("p1#1", "p1", "length"),
+              reply("p2#0", "p2", "length"), reply("p2#1", "p2", "length")]
+    assert capped_cut_off(judged, -1) == (judged, 0)
+    kept, dropped = capped_cut_off(judged, 0)
+    assert [r["id"] for r in kept] == ["p1#0"] and dropped == 4
+    kept, dropped = capped_cut_off(judged, 1)
+    assert [r["id"] for r in kept] == ["p1#0", "p1#1", "p2#0"] and dropped == 2  # the first cut-off by id
+
+    config = load_config("configs/self_rewarding.yaml")
+    config = dataclasses.replace(config, self_rewarding=dataclasses.replace(config.self_rewarding, eft_max_cut_off=0))
+    kept, info = eft_selection(config, judged)
+    assert [(r["id"], score) for r, score in kept] == [("p1#0", 5)] and info["cut_off_dropped"] == 4
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: self_rewarding\ntask: {name: ifeval}\nself_rewarding: {eft_max_cut_off: -2}\n")
+    with pytest.raises(InputError, match="self_rewarding.eft_max_cut_off: -2 must be >= -1"):
+        load_config(str(bad))

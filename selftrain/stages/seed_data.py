@@ -172,10 +172,26 @@ def by_prompt(judged: list[dict]) -> tuple[list[tuple[dict, int]], dict]:
                   "per_score": {str(s): sum(score == s for _, score in kept) for s in SCORES}}
 
 
+def capped_cut_off(judged: list[dict], cap: int) -> tuple[list[dict], int]:
+    """The judged replies with at most `cap` cut-off ones per prompt (the first by id; -1: every one), and
+    how many were dropped (`eft_max_cut_off`)."""
+    if cap < 0:
+        return judged, 0
+    cut_off = defaultdict(list)
+    for record in judged:
+        if record.get("finish_reason") == "length":
+            cut_off[record["prompt_id"]].append(record["id"])
+    dropped = {i for ids in cut_off.values() for i in sorted(ids)[cap:]}
+    return [r for r in judged if r["id"] not in dropped], len(dropped)
+
+
 def eft_selection(config: Config, judged: list[dict]) -> tuple[list[tuple[dict, int]], dict]:
+    judged, dropped = capped_cut_off(judged, config.self_rewarding.eft_max_cut_off)
     if config.self_rewarding.eft_balance == "prompt":
-        return by_prompt(judged)
-    return balanced_by_score(config, judged)
+        kept, metrics = by_prompt(judged)
+    else:
+        kept, metrics = balanced_by_score(config, judged)
+    return kept, {**metrics, "cut_off_dropped": dropped}
 
 
 def eft_rows(config: Config, kept: list[tuple[dict, int]], tokenizer) -> list[dict]:
