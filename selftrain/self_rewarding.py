@@ -50,12 +50,17 @@ def on_topic(record: dict) -> bool:
     return len(_words(record["response"])) >= MIN_WORDS
 
 
+def cut_off(record: dict) -> bool:
+    """Whether a reply (or a judgement) stopped at the token limit instead of ending."""
+    return record.get("finish_reason") == "length"
+
+
 def truth_score(record: dict) -> int:
     """The rule-checked score 0..5 of a judged record (it carries `ifeval_strict` from the ifeval reward)."""
     followed = record.get("ifeval_strict")
     if not isinstance(followed, list) or not followed:
         raise InputError(f"record {record.get('id')}: ifeval_strict: missing (judge it with the ifeval reward first)")
-    complete = bool(record["response"].strip()) and record.get("finish_reason") != "length"
+    complete = bool(record["response"].strip()) and not cut_off(record)
     if not record["response"].strip():
         return 0
     return int(complete) + int(on_topic(record)) + (3 * sum(map(bool, followed))) // len(followed)
@@ -83,7 +88,7 @@ def check_lines(record: dict) -> list[str]:
     if not record["response"].strip():
         lines = ["The response is empty."]
     else:
-        complete = record.get("finish_reason") != "length"
+        complete = not cut_off(record)
         lines = ["The response is complete." if complete else "The response is cut off before it ends."]
         topic = metadata.get("topic")
         if topic:
@@ -173,7 +178,7 @@ def judgement_score(judgement: dict) -> ParsedScore:
     if "expected_score" in judgement:  # judge_scoring expected: read from the score tokens' probabilities
         value = judgement["expected_score"]
         return ParsedScore(value, OK) if value is not None else ParsedScore(None, NO_SCORE)
-    if judgement.get("finish_reason") == "length":
+    if cut_off(judgement):
         return ParsedScore(None, NO_SCORE)
     return parse_score(judgement["response"])
 
@@ -208,7 +213,7 @@ def merged_reply(copies: list[dict]) -> dict:
     """One candidate of a pair's groups from the records that gave the same reply (`same_replies`): the
     first copy's `id`, `response` and `truncated`, and how many `copies` there were."""
     first = copies[0]
-    return {"id": first["id"], "response": first["response"], "truncated": first.get("finish_reason") == "length",
+    return {"id": first["id"], "response": first["response"], "truncated": cut_off(first),
             "copies": len(copies)}
 
 

@@ -43,7 +43,7 @@ from selftrain.logging import log
 from selftrain.prompts import PromptSpec, render_prompt
 from selftrain.records import iter_jsonl, read_jsonl, validate_prompt_record, write_jsonl_atomic
 from selftrain.runs import StageOutput, generator_for, stage_output
-from selftrain.self_rewarding import (SCORES, check_lines, judge_prompt_record, judgement_text, justification,
+from selftrain.self_rewarding import (SCORES, check_lines, cut_off, judge_prompt_record, judgement_text, justification,
                                       same_replies, truth_score)
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -177,11 +177,11 @@ def capped_cut_off(judged: list[dict], cap: int) -> tuple[list[dict], int]:
     how many were dropped (`eft_max_cut_off`)."""
     if cap < 0:
         return judged, 0
-    cut_off = defaultdict(list)
+    cut_ids = defaultdict(list)
     for record in judged:
-        if record.get("finish_reason") == "length":
-            cut_off[record["prompt_id"]].append(record["id"])
-    dropped = {i for ids in cut_off.values() for i in sorted(ids)[cap:]}
+        if cut_off(record):
+            cut_ids[record["prompt_id"]].append(record["id"])
+    dropped = {i for ids in cut_ids.values() for i in sorted(ids)[cap:]}
     return [r for r in judged if r["id"] not in dropped], len(dropped)
 
 
