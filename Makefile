@@ -44,7 +44,7 @@ num = $(shell expr $(1) + 0)
 # iteration N generates with iteration N-1's model (the base model for N=1)
 generator_dep = $(if $(filter 01,$(1)),,$(RUN_DIR)/iter_$(call prev,$(1))/model.done)
 
-.PHONY: help setup setup-test setup-vllm iter rounds demo demo-self-rewarding demo-iterative-dpo demo-distill report test clean-run bench bench-train expert-iteration submit
+.PHONY: help setup setup-test setup-vllm iter rounds demo demo-self-rewarding demo-iterative-dpo demo-distill distill-checks report test clean-run bench bench-train expert-iteration submit
 .DEFAULT_GOAL := help
 .SECONDEXPANSION:
 .DELETE_ON_ERROR:
@@ -154,7 +154,13 @@ DISTILL_CONFIG ?= configs/distill.yaml
 
 demo-distill: | setup  ## seed 003 offline: drafts, a trained teacher, Track A, Track B, DPO, ablations, class ratios
 	@$(MAKE) --no-print-directory rounds CONFIG=$(DISTILL_CONFIG) RUN=$(basename $(notdir $(DISTILL_CONFIG)))
+	@$(MAKE) --no-print-directory distill-checks CONFIG=$(DISTILL_CONFIG) RUN=$(basename $(notdir $(DISTILL_CONFIG)))
 	@$(MAKE) --no-print-directory report CONFIG=$(DISTILL_CONFIG) RUN=$(basename $(notdir $(DISTILL_CONFIG)))
+
+distill-checks: | setup $(CONFIG)  ## seed 003's validation: draft attribution after Track B and round ROUNDS, question quality
+	@+$(with_method) $(foreach i,$(shell seq 0 $(ROUNDS)),$(RUN_DIR)/iter_$(call two,$(i))/eval.done) \
+	  $(RUN_DIR)/iter_02/attribution.done $(RUN_DIR)/iter_$(call two,$(ROUNDS))/attribution.done \
+	  $(RUN_DIR)/iter_$(call two,$(ROUNDS))/question_quality.done
 
 test: | setup setup-test  ## the test suite (unit tests with tiny models + an end-to-end make iter)
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests

@@ -12,6 +12,7 @@ from selftrain.data import needs_expected_answer
 from selftrain.distill import TRAINED_TEACHER
 from selftrain.errors import InputError
 from selftrain.judging import load_template
+from selftrain.prompts import PromptSpec, encode_example
 from selftrain.rewards import is_verifiable
 
 
@@ -40,10 +41,6 @@ def check_runnable(config: Config, where: str = "config") -> None:
         if d.teacher_model == TRAINED_TEACHER and not d.dataset and config.task.n_dev < 1:
             raise InputError(f"{where}: distill.teacher_model: trained learns from the dev split's questions: "
                              f"set task.n_dev (it is {config.task.n_dev})")
-        if config.max_new_tokens < d.teacher_max_tokens:
-            raise InputError(f"{where}: max_new_tokens ({config.max_new_tokens}) is below distill.teacher_max_tokens "
-                             f"({d.teacher_max_tokens}): Track B trains on replies of up to teacher_max_tokens, so "
-                             f"its evaluation would cut them off before their final assessment")
     if config.self_rewarding.judge_template:
         load_template(config.self_rewarding.judge_template)  # a missing file or placeholder, before any work
     g = config.generation
@@ -56,3 +53,30 @@ def check_runnable(config: Config, where: str = "config") -> None:
         from selftrain.models import check_4bit  # imports torch: only when QLoRA asks for it
 
         check_4bit(where)
+
+
+def student_tokens(config: Config, tokenizer, text: str) -> int:
+    """Tokens the student generates to write `text` as its reply: the text as training encodes it with the
+    student's tokenizer (`tokenizer`) and prompt spec, and the end-of-turn token (prompts.encode_example)."""
+    labels = encode_example(tokenizer, "", text, PromptSpec.from_config(config))["labels"]
+    return sum(label != -100 for label in labels)
+
+
+def check_targets_fit(config: Config, tokenizer, targets: list[tuple[int, str]], path) -> list[int]:
+    """Each target's `student_tokens`; refuses targets the student's evaluation would cut off.
+
+    `targets` are (line in `path` of the record it is made from, text) of replies the student may be
+    trained on (distillation: the targets built from the teacher's replies). A limit on the teacher's side
+    (`distill.teacher_max_tokens`) counts the teacher's own tokens, so it says nothing about this: every
+    target, as the student's tokenizer counts it with its end-of-turn token, must fit in `max_new_tokens`,
+    or the evaluation stops the student before its final assessment."""
+    counts = [student_tokens(config, tokenizer, text) for _, text in targets]
+    over = [(line, n) for (line, _), n in zip(targets, counts) if n > config.max_new_tokens]
+    if over:
+        line, n = over[0]
+        longest = max(n for _, n in over)
+        raise InputError(f"{path}:{line}: max_new_tokens: {config.max_new_tokens} is below the {n} tokens of the "
+                         f"target made from this line, as the student's tokenizer counts them with its end-of-turn "
+                         f"token ({len(over)} of {len(targets)} targets are longer, the longest {longest}): evaluation "
+                         f"would cut them off before their final assessment; set max_new_tokens >= {longest}")
+    return counts

@@ -26,6 +26,7 @@ RULE_TYPES = ("math", "code", "json", "regex", "ifeval", "yesno")
 SELECTION_STRATEGIES = ("sequential", "difficulty_curriculum", "round_robin", "random_weighted")
 FILTER_STRATEGIES = ("correct", "top_k_percent", "threshold", "best_of_n", "none")
 TRAINING_METHODS = ("lora", "full", "qlora")
+YESNO_LEVELS = ("mixed", "sums")  # task.level of yesno, the default first (their shapes: selftrain/tasks/yesno.py)
 METHODS = ("star", "expert_iteration", "self_rewarding", "distill", "iterative_dpo")  # one mk/<method>.mk each
 TASKS = ("arithmetic", "ifeval", "yesno")  # built-in seeded tasks (selftrain/tasks/)
 # auto: the fastest measured path for this machine and stage (selftrain/generation/choose.py)
@@ -61,6 +62,7 @@ class TaskConfig:
     n_train: int = 1000
     n_test: int = 200
     n_dev: int = 0  # yesno only: a dev split, disjoint from train and test
+    level: str = YESNO_LEVELS[0]  # yesno only: its question shapes, mixed (the harder twelve) or sums (two-digit)
     seed: int = 0
 
     def validate(self, where: str) -> None:
@@ -71,6 +73,9 @@ class TaskConfig:
             raise _bad(where, "task.n_train/n_test", "must be >= 1")
         if self.n_dev < 0:
             raise _bad(where, "task.n_dev", f"{self.n_dev} must be >= 0")
+        _one_of(where, "task.level", self.level, tuple(YESNO_LEVELS))
+        if self.level != YESNO_LEVELS[0] and self.name != "yesno":
+            raise _bad(where, "task.level", f"{self.level!r}: only the yesno task has levels (task.name: {self.name})")
 
 
 @dataclass
@@ -376,6 +381,10 @@ class IterativeDPOConfig:
             raise _bad(where, "iterative_dpo.length_control", f"{self.length_control} must be in [0, 1]")
 
 
+# distill.draft_analysis: where a student target puts the teacher's teaching analysis (selftrain/distill.py)
+DRAFT_ANALYSIS = ("drop", "after", "first")
+
+
 @dataclass
 class DistillConfig:
     """`distill:` teacher chain-of-thought distillation (seed 003; README "Distillation"): the student drafts,
@@ -402,21 +411,35 @@ class DistillConfig:
     teacher_train_questions: int = 300  # teacher_model "trained": questions of the task's dev split
     teacher_train_epochs: float = 2.0  # teacher_model "trained": its SFT epochs (the rest: the top-level keys)
     track_a_questions: str = "kept"  # kept: Track A on the questions Track B keeps (a fair A/B) | all
-    # Phase C pairs: rejected = the student's draft where it is wrong; flipped_pairs: also, where the draft is
-    # right, the teacher's reply with its verdict flipped (the seed's "flipped preference"): every kept
-    # question gives a pair, so the pairs keep the kept classes even when the student always says the same
-    flipped_pairs: bool = True
-    max_pairs: int = 0  # Phase C: at most this many pairs, a seeded sample in the pairs' class ratio (0: all)
+    # the student's target from a teacher reply: its reasoning, then its final assessment; the teaching analysis
+    # (it judges the draft) drop: removed | after: placed after the final assessment | first: the seed's order
+    draft_analysis: str = "drop"
+    # Phase C, iterations 3..num_rounds (one round each): the round's pairs, of the kinds switched on
+    on_policy_pairs: bool = True  # M_{t-1}'s own samples on Track B's prompt: a correct reply vs a wrong one
+    policy_samples: int = 8  # samples per training question and round
+    policy_temperature: float = 1.0
+    draft_pairs: bool = False  # chosen = the teacher's target, rejected = the student's draft where it is wrong
+    flipped_pairs: bool = False  # where no draft pair is made: rejected = the target with its verdict flipped
+    max_pairs: int = 0  # Phase C: at most this many pairs per round, a seeded sample keeping the class shares (0: all)
+    # the attribution check (attribution.py, seed 003's validation table): integrated gradients of a reply's verdict
+    # over its Track B prompt, the share on the draft's tokens
+    attribution_questions: int = 20  # the first N test questions (0: every one)
+    attribution_steps: int = 16  # integration steps (Gauss-Legendre); the results' convergence delta says if enough
+    attribution_batch_size: int = 8  # integration steps per forward/backward pass: bounds memory
+    # question-quality win-rate (question_quality.py): the teacher judges the clarifying questions of the first N
+    # test drafts, before vs after training (0: every test draft); its reply: a reason, then "Better: A|B"
+    question_quality_questions: int = 0
+    question_quality_max_tokens: int = 200
 
     def validate(self, where: str) -> None:
         def bad(key: str, message: str) -> InputError:
             return InputError(f"{where}: distill.{key}: {message}")
 
         self.teacher_generation.validate(where, "distill.teacher_generation")
-        for key in ("train_samples", "teacher_train_questions", "max_pairs"):
+        for key in ("train_samples", "teacher_train_questions", "max_pairs", "question_quality_questions"):
             if getattr(self, key) < 0:
                 raise bad(key, f"{getattr(self, key)} must be >= 0")
-        for key in ("draft_max_new_tokens", "teacher_max_tokens"):
+        for key in ("draft_max_new_tokens", "teacher_max_tokens", "question_quality_max_tokens"):
             if getattr(self, key) < 1:
                 raise bad(key, f"{getattr(self, key)} must be >= 1")
         if self.teacher_train_epochs <= 0:
@@ -426,6 +449,19 @@ class DistillConfig:
                 raise bad(key, f"{getattr(self, key)} must be >= 0")
         _one_of(where, "distill.teacher_requires_key", self.teacher_requires_key, ("auto", "always", "never"))
         _one_of(where, "distill.track_a_questions", self.track_a_questions, ("kept", "all"))
+        _one_of(where, "distill.draft_analysis", self.draft_analysis, DRAFT_ANALYSIS)
+        if not (self.on_policy_pairs or self.draft_pairs or self.flipped_pairs):
+            raise bad("on_policy_pairs", "Phase C needs a kind of pairs: switch on on_policy_pairs, draft_pairs or "
+                                         "flipped_pairs")
+        if self.policy_samples < 2:
+            raise bad("policy_samples", f"{self.policy_samples} must be >= 2 (a pair is two of a question's samples)")
+        if self.policy_temperature <= 0:
+            raise bad("policy_temperature", f"{self.policy_temperature} must be > 0 (greedy samples are all one reply)")
+        if self.attribution_questions < 0:
+            raise bad("attribution_questions", f"{self.attribution_questions} must be >= 0")
+        for key in ("attribution_steps", "attribution_batch_size"):
+            if getattr(self, key) < 1:
+                raise bad(key, f"{getattr(self, key)} must be >= 1")
 
 
 # The seed-003 `.env` names, read from the environment when `method: distill` (over the config file,
@@ -438,9 +474,11 @@ DISTILL_ENV = {"DATASET_NAME": "distill.dataset", "TRAIN_SAMPLES": "distill.trai
 
 
 def distill_env_overrides(environ) -> dict:
-    """The config keys the seed's `.env` names set (OPENAI_API_KEY stays in the environment: the
-    teacher's `api_key_env` names it). Values are read as JSON when they parse, Python's
-    True/False as booleans; USE_4BIT true means training_method qlora."""
+    """The config keys the seed's `.env` names set. OPENAI_API_KEY stays in the environment (the
+    teacher's `api_key_env` names it), and so does the openai client's OPENAI_BASE_URL; with
+    `teacher_generation.backend: auto`, a GPT4_MODEL that names no local model is asked through the
+    openai backend (the rule: `teacher_generation` in stages/teacher.py). Values are read as JSON when
+    they parse, Python's True/False as booleans; USE_4BIT true means training_method qlora."""
     out = {}
     for name, key in DISTILL_ENV.items():
         raw = environ.get(name)

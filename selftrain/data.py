@@ -72,7 +72,7 @@ def _task_split(config: Config, split: str) -> list[dict]:
         if t.name == "yesno":
             from selftrain.tasks.yesno import generate_splits
 
-            rows = generate_splits({"test": t.n_test, "dev": t.n_dev, "train": t.n_train}, t.seed)[split]
+            rows = generate_splits({"test": t.n_test, "dev": t.n_dev, "train": t.n_train}, t.seed, t.level)[split]
         elif t.name == "ifeval":
             from selftrain.tasks.instructions import generate_splits
 
@@ -113,7 +113,7 @@ def read_prompt_file(path: str | Path, *, required: tuple[str, ...] = (), id_pre
         if is_gsm8k_record(obj):
             return convert_gsm8k_record(obj, lineno, stem)
         # after GSM8K: a question whose answer is not a boolean is a bad StrategyQA row, reported as such
-        return convert_strategyqa_record(obj, lineno, id_prefix or stem) if claims_strategyqa(obj) else obj
+        return convert_strategyqa_record(obj, lineno, id_prefix or stem, gsm8k_too=True) if claims_strategyqa(obj) else obj
 
     return read_prompt_records(path, required=required, id_prefix=id_prefix, convert=convert)
 

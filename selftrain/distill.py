@@ -7,11 +7,13 @@ is trained on two tracks whose prompts are records for the one prompt builder (p
     Track A   question                  -> "Yes" / "No"
     Track B   question + student draft  -> the teacher's reasoning, ending in its final assessment
 
-Track B's prompt is also Phase C's (DPO: chosen = the teacher's reply, rejected = a wrong draft) and
-evaluation's, so the model is evaluated on exactly the prompt it was trained on and writes the
-reasoning itself (the seed trained with the teacher's reasoning and evaluated with a "simplified
-reasoning context": its format mismatch). The ablations change only the draft: none, or another
-question's.
+Track B's target is built from the teacher's reply by `reasoning_target`: its step-by-step reasoning,
+then its final assessment, with the part that judges the draft dropped or moved after the verdict
+(`distill.draft_analysis`), so the target reasons before it decides. Track B's prompt is also Phase
+C's (DPO on the model's own samples: a correct reply chosen, a wrong one rejected) and evaluation's,
+so the model is evaluated on exactly the prompt it was trained on and writes the reasoning itself
+(the seed trained with the teacher's reasoning and evaluated with a "simplified reasoning context":
+its format mismatch). The ablations change only the draft: none, or another question's.
 """
 from __future__ import annotations
 
@@ -19,7 +21,12 @@ import random
 import re
 from pathlib import Path
 
+from selftrain.config import DRAFT_ANALYSIS
+
 ANSWERS = ("yes", "no")
+# the iterations of a run: 0 the base model, 1 Track A, 2 Track B, FIRST_ROUND.. Phase C's rounds (num_rounds 3:
+# one round, 4: two, ...)
+FIRST_ROUND = 3
 
 DRAFT_INSTRUCTION = (
     "Answer in exactly two lines:\n"
@@ -41,8 +48,12 @@ TEACHER_INSTRUCTION = (
 TRACK_A_INSTRUCTION = "Answer with Yes or No."
 TRACK_B_INSTRUCTION = "Reason step by step, then end with \"the answer is: **YES**\" or \"the answer is: **NO**\"."
 
-# The teacher's final assessment: the bold verdict (**YES**, **[NO]**, **Yes.**), never guessed from prose
-_ASSESSMENT = re.compile(r"^#*\s*final assessment\b", re.I | re.M)
+# The seed's three sections of a teacher reply, each opened by its heading at the start of a line: "## Final
+# Assessment", "**Step-by-Step Reasoning:**", "Teaching analysis" (the markdown heading or bold is optional)
+ANALYSIS, REASONING, ASSESSMENT = "analysis", "reasoning", "assessment"
+_SECTION_NAMES = {"teaching analysis": ANALYSIS, "step-by-step reasoning": REASONING, "final assessment": ASSESSMENT}
+_HEADING = re.compile(r"^[ \t]*(?:#{1,6}[ \t]*)?(\*\*)?[ \t]*(teaching[ \t]+analysis|step[ \t-]+by[ \t-]+step[ \t]+"
+                      r"reasoning|final[ \t]+assessment)\b[ \t]*:?[ \t]*(?(1)\*\*)[ \t]*:?", re.I | re.M)
 
 
 def expected(record: dict) -> str:
@@ -90,19 +101,69 @@ def track_b_record(record: dict, draft: str | None) -> dict:
     return {"id": record["id"], "prompt": "\n\n".join(parts), "metadata": record["metadata"]}
 
 
+def teacher_spec(config):
+    """How every request to the teacher is rendered (its replies, its training data, its judgements):
+    its system prompt, no few-shot examples."""
+    from selftrain.prompts import PromptSpec
+
+    return PromptSpec(config.distill.teacher_system_prompt, 0, "", True)
+
+
 # --- parsing -------------------------------------------------------------------------------------
 
 def teacher_answer(text: str) -> str | None:
     """"yes"/"no" from the teacher's final assessment, or None (unparsable: counted, never guessed).
 
-    The verdict is the bold **YES**/**NO** after a "Final Assessment" heading when there is one,
+    The verdict is the bold **YES**/**NO** after the last "Final Assessment" heading when there is one,
     else anywhere; two different verdicts there are no answer."""
-    heading = list(_ASSESSMENT.finditer(text))
+    heading = [m for m in _HEADING.finditer(text) if _section_name(m) == ASSESSMENT]
     tail = text[heading[-1].end():] if heading else text
     from selftrain.rewards.yesno import BOLD_VERDICT
 
     verdicts = {m.group(1).lower() for m in BOLD_VERDICT.finditer(tail)}
     return verdicts.pop() if len(verdicts) == 1 else None
+
+
+def _section_name(match: re.Match) -> str:
+    return _SECTION_NAMES[re.sub(r"[\s-]+", " ", match.group(2).lower()).replace("step by step", "step-by-step")]
+
+
+def sections(text: str) -> list[tuple[str, str]]:
+    """The reply cut at the seed's headings, in order: (name, text from its heading line to the next
+    heading), name "analysis", "reasoning" or "assessment"; the text before the first heading, when
+    there is any, is a first part named "preamble"."""
+    heads = list(_HEADING.finditer(text))
+    parts = [("preamble", text[:heads[0].start()] if heads else text)]
+    for m, following in zip(heads, heads[1:] + [None]):
+        parts.append((_section_name(m), text[m.start():following.start() if following else len(text)]))
+    return [(name, part.strip()) for name, part in parts if part.strip()]
+
+
+def reasoning_target(reply: str, draft_analysis: str) -> tuple[str | None, str]:
+    """The student's target built from a teacher's reply, and "ok", or (None, why not).
+
+    `drop` and `after`: the reply's reasoning and assessment sections in its own order, so the target
+    opens with the reasoning; its teaching analysis (and any text before the first heading) is dropped
+    or follows the assessment. `first`: the reply as written (the seed's order, for the measurement).
+    No target ("no_reasoning") when the reply has no Step-by-Step Reasoning section, and none
+    ("verdict_lost") when the target, read as the evaluation reads a reply (the yesno reward), does not
+    give the reply's verdict: the verdict sat in the dropped part, or the moved analysis ends in another."""
+    from selftrain.rewards.yesno import extract_yes_no
+
+    if draft_analysis not in DRAFT_ANALYSIS:
+        raise ValueError(f"distill.draft_analysis {draft_analysis!r} is not one of {', '.join(DRAFT_ANALYSIS)}")
+    parts = sections(reply)
+    if not any(name == REASONING for name, _ in parts):
+        return None, "no_reasoning"
+    if draft_analysis == "first":
+        target = reply.strip()
+    else:
+        kept = [part for name, part in parts if name in (REASONING, ASSESSMENT)]
+        moved = [part for name, part in parts if name == ANALYSIS] if draft_analysis == "after" else []
+        target = "\n\n".join(kept + moved)
+    if extract_yes_no(target) is None or extract_yes_no(target) != teacher_answer(reply):
+        return None, "verdict_lost"
+    return target, "ok"
 
 
 def flip_verdict(text: str) -> str:

@@ -1,20 +1,29 @@
-"""Distillation (seed 003) without a model: the teacher's verdict parser, the prompts (trained = evaluated),
-class balance after filtering, the pairs, the seed's `.env` names, the key check and the dry run."""
+"""Distillation (seed 003) without a model: the teacher's verdict parser, the targets (reasoning first), the
+prompts (trained = evaluated), class balance after filtering, the teacher-made pairs, the report's variant
+table, the seed's `.env` names, the key check and the dry run. Phase C's on-policy round:
+tests/test_distill_on_policy.py."""
 from __future__ import annotations
+
+import re
 
 import pytest
 
 from selftrain.config import load_config
-from selftrain.distill import gold_teacher_reply, shuffled, teacher_answer, track_b_record
+from selftrain.distill import gold_teacher_reply, reasoning_target, sections, shuffled, teacher_answer, track_b_record
 from selftrain.errors import InputError
 from selftrain.prompts import PromptSpec, render_prompt
+from selftrain.rewards.yesno import extract_yes_no
 from selftrain.stages.distill_data import example, pairs, to_ratio, track_a, track_b, validate_teacher
 from selftrain.stages.distill_eval import variant_records
 from selftrain.stages.teacher import check_key, dry_run
 
+YESNO = {"method": "distill", "task": {"name": "yesno"}, "reward_config": {"type": "rule_based", "rule_type": "yesno"}}
+
 TEACHER = ("## Teaching Analysis\nThe student multiplied first, which is the right start.\n\n"
            "## Step-by-Step Reasoning\n1. 17 * 4 = 68.\n2. 68 is more than 60.\n\n"
            "## Final Assessment\nBased on this analysis, the answer is: **YES**")
+REASONING_FIRST = ("## Step-by-Step Reasoning\n1. 17 * 4 = 68.\n2. 68 is more than 60.\n\n"
+                   "## Final Assessment\nBased on this analysis, the answer is: **YES**")
 
 
 def question(i: int, answer: str, **meta) -> dict:
@@ -60,13 +69,14 @@ def test_track_b_training_and_evaluation_prompts_are_the_same_text(smol_tokenize
     tokenizer = load_tokenizer(smol_tokenizer_dir)
     spec = PromptSpec("You are careful.", 0, "", True)
     draft = "Answer: Yes - 68 > 60\nQuestions: is 17 * 4 = 68?"
-    kept = [{**question(17, "yes"), "draft": draft, "draft_answer": "yes", "teacher_response": TEACHER}]
+    kept = [{**question(17, "yes"), "draft": draft, "draft_answer": "yes", "teacher_response": TEACHER,
+             "target": REASONING_FIRST}]
     (trained,), _ = track_b(kept, tokenizer, spec)
     tests = [{**question(17, "yes"), "response": draft}, {**question(3, "no"), "response": "Answer: No - 12"}]
     evaluated = render_prompt(tokenizer, variant_records("b", tests, 0)[0], spec)
     assert trained["prompt_text"] == evaluated  # identical up to the answer
     assert draft in evaluated and "Question: Is 17 * 4 more than 60?" in evaluated
-    assert trained["response"] == TEACHER
+    assert trained["response"] == REASONING_FIRST
     no_draft = render_prompt(tokenizer, variant_records("no_draft", tests, 0)[0], spec)
     assert draft not in no_draft and no_draft.replace("\n\n", "") != evaluated.replace("\n\n", "")
     swapped = variant_records("shuffled", tests, 0)
@@ -145,47 +155,152 @@ def test_unparsable_and_cut_off_teacher_replies_are_counted_never_kept():
         validate_teacher(config, drafts, none)
 
 
-def test_pairs_reject_wrong_drafts_and_flip_the_teachers_verdict_where_the_draft_is_right(smol_tokenizer_dir):
+def kept_rows(*rows) -> list[dict]:
+    return [{**question(i, truth), "draft": draft, "draft_answer": extract_yes_no(draft) if draft else None,
+             "teacher_response": TEACHER.replace("YES", truth.upper()),
+             "target": REASONING_FIRST.replace("YES", truth.upper())} for i, truth, draft in rows]
+
+
+def test_the_seeds_pairs_are_options_off_by_default_and_reject_wrong_drafts_or_the_flipped_target(smol_tokenizer_dir):
     from selftrain.models import load_tokenizer
 
     tokenizer = load_tokenizer(smol_tokenizer_dir)
     spec = PromptSpec("You are careful.", 0, "", True)
-    config = load_config(None, {"method": "distill", "task": {"name": "yesno"}, "balance_by": "",
-                                "reward_config": {"type": "rule_based", "rule_type": "yesno"}})
-    kept = [{**question(1, "yes"), "draft": "Answer: No - small", "draft_answer": "no", "teacher_response": TEACHER},
-            {**question(2, "yes"), "draft": "Answer: Yes - big", "draft_answer": "yes", "teacher_response": TEACHER},
-            {**question(3, "yes"), "draft": "I am not sure", "draft_answer": None, "teacher_response": TEACHER}]
-    rows, m = pairs(config, kept, tokenizer, spec)
-    assert [r["id"] for r in rows] == ["q1", "q2", "q3"]
-    assert [r["rejected_kind"] for r in rows] == ["wrong_draft", "flipped", "unclear_draft"]
-    assert rows[0]["chosen"] == TEACHER and rows[0]["rejected"] == "Answer: No - small"
-    assert rows[1]["rejected"] == TEACHER.replace("**YES**", "**NO**")  # differs only in the verdict
-    assert teacher_answer(rows[1]["rejected"]) == "no"
-    assert rows[0]["prompt"] == example(kept[0], track_b_record(kept[0], kept[0]["draft"]), "", tokenizer, spec)["prompt_text"]
-    drafts_only = load_config(None, {"method": "distill", "task": {"name": "yesno"}, "balance_by": "",
-                                     "distill": {"flipped_pairs": False},
-                                     "reward_config": {"type": "rule_based", "rule_type": "yesno"}})
-    rows, m = pairs(drafts_only, kept, tokenizer, spec)
-    assert [r["id"] for r in rows] == ["q1", "q3"] and m["rejected_kinds"] == {"unclear_draft": 1, "wrong_draft": 1}
-    with pytest.raises(InputError, match="no preference to learn"):
-        pairs(drafts_only, kept[1:2], tokenizer, spec)
+    kept = kept_rows((1, "yes", "Answer: No - small"), (2, "yes", "Answer: Yes - big"), (3, "yes", "I am not sure"),
+                     (4, "yes", ""))
+    off = {**YESNO, "balance_by": ""}
+    assert not load_config(None, off).distill.draft_pairs and not load_config(None, off).distill.flipped_pairs
+    both = load_config(None, {**off, "distill": {"on_policy_pairs": False, "draft_pairs": True, "flipped_pairs": True}})
+    rows, m = pairs(both, kept, None, tokenizer, spec)
+    assert [r["id"] for r in rows] == ["draft:q1", "flipped:q2", "draft:q3", "flipped:q4"]  # an empty draft: flipped
+    assert [r["rejected_kind"] for r in rows] == ["wrong_draft", "flipped", "unclear_draft", "flipped"]
+    assert rows[0]["chosen"] == kept[0]["target"] and rows[0]["rejected"] == "Answer: No - small"
+    assert rows[1]["rejected"] == kept[1]["target"].replace("**YES**", "**NO**")  # differs only in the verdict
+    assert teacher_answer(rows[1]["rejected"]) == "no" and rows[1]["chosen"].startswith("## Step-by-Step Reasoning")
+    assert rows[0]["prompt"] == example(kept[0], track_b_record(kept[0], kept[0]["draft"]), "", tokenizer,
+                                        spec)["prompt_text"]
+    assert m["kinds"] == {"draft": 2, "flipped": 2} and m["classes"] == {"yes": 4}
+    drafts_only = load_config(None, {**off, "distill": {"on_policy_pairs": False, "draft_pairs": True}})
+    rows, m = pairs(drafts_only, kept, None, tokenizer, spec)
+    assert [r["id"] for r in rows] == ["draft:q1", "draft:q3"] and m["rejected_kinds"] == {"unclear_draft": 1,
+                                                                                          "wrong_draft": 1}
+    with pytest.raises(InputError, match="pairs: no preference pair.*draft pairs: no kept question has a wrong draft"):
+        pairs(drafts_only, kept[1:2], None, tokenizer, spec)
 
 
-def test_a_student_that_always_says_no_gets_pairs_of_both_classes_only_with_flipped_pairs(smol_tokenizer_dir):
+def test_teacher_made_pairs_are_balanced_50_50_and_capped_keeping_the_shares(smol_tokenizer_dir):
     from selftrain.models import load_tokenizer
 
     tokenizer = load_tokenizer(smol_tokenizer_dir)
     spec = PromptSpec("", 0, "", True)
-    kept = [{**question(i, truth), "draft": "Answer: No", "draft_answer": "no",
-             "teacher_response": TEACHER.replace("YES", truth.upper())} for i, truth in enumerate(["yes", "no"] * 3)]
-    base = {"method": "distill", "task": {"name": "yesno"}, "reward_config": {"type": "rule_based", "rule_type": "yesno"}}
-    rows, m = pairs(load_config(None, base), kept, tokenizer, spec)
-    assert m["classes"] == {"no": 3, "yes": 3} and m["rejected_kinds"] == {"flipped": 3, "wrong_draft": 3}
-    capped, m = pairs(load_config(None, {**base, "distill": {"max_pairs": 4}}), kept, tokenizer, spec)
-    assert m["pairs"] == 4 and m["pairs_built"] == 6 and m["classes"] == {"no": 2, "yes": 2}
+    kept = kept_rows(*[(i, truth, "Answer: No") for i, truth in enumerate(["yes", "no", "yes"] * 4)])  # 8 yes, 4 no
+    flipped = {**YESNO, "distill": {"on_policy_pairs": False, "flipped_pairs": True}}
+    rows, m = pairs(load_config(None, flipped), kept, None, tokenizer, spec)
+    assert m["pairs_built"] == 12 and m["classes"] == {"no": 4, "yes": 4} and m["pairs"] == 8  # the larger class cut
+    capped, m = pairs(load_config(None, {**flipped, "distill": {**flipped["distill"], "max_pairs": 4}}), kept, None,
+                      tokenizer, spec)
+    assert m["pairs"] == 4 and m["pairs_balanced"] == 8 and m["classes"] == {"no": 2, "yes": 2}
     assert [r["id"] for r in capped] == [r["id"] for r in rows if r["id"] in {c["id"] for c in capped}]  # in order
+    drafts = {**YESNO, "distill": {"on_policy_pairs": False, "draft_pairs": True}}  # the drafts say No: yes-only pairs
     with pytest.raises(InputError, match=r"pairs: balance_by answer: no example of class no is left"):
-        pairs(load_config(None, {**base, "distill": {"flipped_pairs": False}}), kept, tokenizer, spec)
+        pairs(load_config(None, drafts), kept, None, tokenizer, spec)
+
+
+# --- the targets: the teacher's reasoning first ----------------------------------------------------
+
+API_REPLY = ("Sure! Here is my review.\n\n**Teaching Analysis:** The draft says no, but that is wrong.\n\n"
+             "### Step by step reasoning\n1. 17 * 4 = 68.\n2. 68 > 60.\n\n"
+             "**Final Assessment**\nBased on this analysis, the answer is: **YES**")
+
+
+def test_sections_read_the_seeds_headings_however_they_are_marked():
+    names = [name for name, _ in sections(API_REPLY)]
+    assert names == ["preamble", "analysis", "reasoning", "assessment"]
+    assert [name for name, _ in sections(TEACHER)] == ["analysis", "reasoning", "assessment"]
+    assert sections("no headings at all") == [("preamble", "no headings at all")]
+    assert teacher_answer(API_REPLY) == "yes"  # the verdict after the bold Final Assessment heading
+
+
+@pytest.mark.parametrize("reply", [TEACHER, API_REPLY, gold_teacher_reply(question(17, "yes"), "Answer: No - small")],
+                         ids=["seed_format", "api_style", "trained_teacher"])
+def test_targets_open_with_the_reasoning_and_keep_the_verdict(reply):
+    drop, why = reasoning_target(reply, "drop")
+    assert why == "ok" and sections(drop)[0][0] == "reasoning" and "analysis" not in dict(sections(drop))
+    assert "draft" not in drop.lower() and extract_yes_no(drop) == "yes"
+    after, why = reasoning_target(reply, "after")
+    assert why == "ok" and [n for n, _ in sections(after)] == ["reasoning", "assessment", "analysis"]
+    assert extract_yes_no(after) == "yes" and after.startswith(drop)  # the analysis follows the verdict
+    first, why = reasoning_target(reply, "first")
+    assert (first, why) == (reply.strip(), "ok")  # the seed's order, kept for the measurement
+
+
+def test_a_reply_without_reasoning_or_whose_verdict_sits_in_the_analysis_gives_no_target():
+    no_steps = "## Teaching Analysis\nThe draft is right.\n\n## Final Assessment\nthe answer is: **YES**"
+    assert reasoning_target(no_steps, "drop") == (None, "no_reasoning")
+    assert reasoning_target(no_steps, "first") == (None, "no_reasoning")  # every setting keeps the same questions
+    verdict_first = "## Teaching Analysis\nThe answer is **YES**.\n\n## Step-by-Step Reasoning\n1. 17 * 4 = 68."
+    assert reasoning_target(verdict_first, "drop") == (None, "verdict_lost")
+    assert reasoning_target(verdict_first, "first") == (verdict_first, "ok")
+    with pytest.raises(ValueError, match="draft_analysis"):
+        reasoning_target(TEACHER, "before")
+
+
+@pytest.mark.parametrize("setting", ["drop", "after", "first"])
+def test_track_b_targets_start_with_the_reasoning_not_a_verdict_for_each_setting(setting, smol_tokenizer_dir):
+    from selftrain.models import load_tokenizer
+
+    drafts, replies = [], []
+    for i, truth in enumerate(["yes", "no"] * 3):
+        draft = "Answer: No - it is small" if i % 3 else "Answer: Yes - big"
+        drafts.append({**question(10 + i, truth), "response": draft, "draft_answer": extract_yes_no(draft),
+                       "split": "train"})
+        replies.append({"id": f"q{10 + i}", "prompt_id": f"q{10 + i}", "finish_reason": "stop", "teacher_answer": truth,
+                        "response": gold_teacher_reply(drafts[-1], draft)})
+    replies.append({"id": "q16", "prompt_id": "q16", "finish_reason": "stop", "teacher_answer": "yes",
+                    "response": "## Teaching Analysis\nRight.\n\n## Final Assessment\nthe answer is: **YES**"})
+    drafts.append({**question(16, "yes"), "response": "Answer: Yes", "draft_answer": "yes", "split": "train"})
+    config = load_config(None, {**YESNO, "balance_by": "", "distill": {"draft_analysis": setting}})
+    kept, m = validate_teacher(config, drafts, replies)
+    assert m["no_reasoning"] == 1 and m["verdict_lost"] == 0 and m["draft_analysis"] == setting
+    assert m["kept"] == 6 and "q16" not in {r["id"] for r in kept}  # counted, not trained on
+    rows, _ = track_b(kept, load_tokenizer(smol_tokenizer_dir), PromptSpec("", 0, "", True))
+    for row in rows:
+        opening = row["response"].split("\n")[:2]  # the heading and the first step
+        if setting == "first":  # the seed's order: the verdict on the draft opens the target
+            assert opening[0] == "## Teaching Analysis" and re.search(r"which is right|say otherwise", opening[1])
+            continue
+        assert opening[0] == "## Step-by-Step Reasoning" and opening[1].startswith("1. What is ")
+        assert not re.search(r"\b(yes|no|right|wrong|otherwise|draft)\b", " ".join(opening), re.I)
+        assert extract_yes_no(row["response"]) == row["metadata"]["expected_answer"]
+        assert ("## Teaching Analysis" in row["response"]) == (setting == "after")
+
+
+# --- the report: every model on every prompt variant ----------------------------------------------
+
+def test_the_report_shows_every_model_on_every_variant_in_one_table():
+    from selftrain.report import _table
+    from selftrain.report_distill import distill_metrics, distill_tables
+
+    def ev(variant, accuracy, yes):
+        return {"variant": variant, "accuracy": accuracy, "predicted_yes": yes, "predicted_no": 1 - yes, "unclear": 0,
+                "accuracy_yes": accuracy, "accuracy_no": accuracy}
+
+    rows = []
+    for n, main in ((0, "a"), (1, "a"), (2, "b"), (3, "b"), (4, "b")):
+        others = [v for v in ("a", "b", "no_draft", "shuffled") if v != main]
+        m = {"eval": ev(main, 0.5 + n / 20, 0.5)} | {f"eval_{v}": ev(v, 0.4 + i / 100, 0.3) for i, v in enumerate(others)}
+        if n >= 3:
+            m["pairs"] = {"samples": 80, "sample_accuracy": 0.55, "questions_all_correct": 3, "questions_all_wrong": 2,
+                          "questions_mixed": 5, "pairs_built": 5, "pairs": 4, "kinds": {"on_policy": 4},
+                          "classes": {"yes": 2, "no": 2}, "rejected_kinds": {"wrong_sample": 4}}
+        rows.append({"iter": n, "distill": distill_metrics(m)})
+    text = "\n".join(distill_tables(rows, _table))
+    assert "| iter | model | a: question | b: question + draft | no draft (b's prompt without it) | shuffled" in text
+    assert "| 0 | base (M0) | 50.0% / 50.0% * | 40.0% / 30.0% | 41.0% / 30.0% | 42.0% / 30.0% |" in text
+    assert "| 2 | Track B | 40.0% / 30.0% | 60.0% / 50.0% * | 41.0% / 30.0% | 42.0% / 30.0% |" in text
+    assert "| 4 | Phase C round 2 (DPO) |" in text
+    assert "| 3 | 80 | 55.0% | 3 / 2 / 5 | 5 -> 4 (4 on_policy) | 50/50 (n=4) |" in text
+    assert "Phase C (DPO, Phase C round 2 (DPO)) | +10pp over Phase A | 70.0% (+15.0pp) | met" in text
 
 
 # --- the seed's .env names, the key, the dry run -----------------------------------------------------
@@ -260,9 +375,16 @@ def test_distill_config_refuses_other_rewards_and_tasks():
              "reward_config": {"type": "rule_based", "rule_type": "yesno"}}
     with pytest.raises(InputError, match="teacher_model: trained learns from the dev split's questions: set task.n_dev"):
         check_runnable(load_config(None, {**yesno, "distill": {"teacher_model": "trained"}}))
-    with pytest.raises(InputError, match=r"max_new_tokens \(100\) is below distill.teacher_max_tokens \(150\)"):
-        check_runnable(load_config(None, {**yesno, "max_new_tokens": 100, "distill": {"teacher_max_tokens": 150}}))
     check_runnable(load_config(None, {**yesno, "distill": {"teacher_max_tokens": 150}}))
+    # Phase C's pair kinds and samples (on-policy pairs need two samples and a temperature)
+    for distill, key in (({"draft_analysis": "before"}, "draft_analysis"), ({"policy_samples": 1}, "policy_samples"),
+                         ({"policy_temperature": 0}, "policy_temperature"),
+                         ({"on_policy_pairs": False}, "on_policy_pairs: Phase C needs a kind of pairs")):
+        with pytest.raises(InputError, match=f"distill.{key}"):
+            load_config(None, {**yesno, "distill": distill})
+    d = load_config(None, yesno).distill
+    assert (d.draft_analysis, d.on_policy_pairs, d.policy_samples, d.policy_temperature, d.draft_pairs,
+            d.flipped_pairs) == ("drop", True, 8, 1.0, False, False)
 
 
 def test_a_teacher_that_sees_facts_gets_them_after_the_question_and_a_question_without_them_is_refused():

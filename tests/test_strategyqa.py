@@ -42,7 +42,10 @@ def test_convert_record():
     ({"question": "Q?", "answer": 1}, "answer: expected true or false, got 1"),
     ({"question": "Q?", "answer": None}, "answer: expected true or false, got None"),
     ({"question": "Q?"}, "answer: missing (expected true or false)"),
-    ({"question": "Q?", "answer": "just 3"}, "answer: expected true or false, got 'just 3' (a GSM8K answer ends"),
+    ({"question": "Q?", "answer": "just 3"}, "answer: expected true or false, got 'just 3' (a StrategyQA answer is a "
+                                             "JSON boolean)"),
+    ({"question": "Q?", "answer": "maybe"}, "answer: expected true or false, got 'maybe' (a StrategyQA answer is a "
+                                            "JSON boolean)"),
     ({"question": "", "answer": True}, "question: expected a non-empty string, got ''"),
     ({"question": "Q?", "answer": True, "facts": "one fact"}, "facts: expected a list of strings, got 'one fact'"),
     ({"question": "Q?", "answer": True, "decomposition": [1]}, "decomposition: expected a list of strings"),
@@ -52,6 +55,18 @@ def test_bad_rows(row, message):
     with pytest.raises(ValueError) as exc:
         convert_strategyqa_record(row, 1, "x")
     assert str(exc.value).startswith(message)
+
+
+def test_the_gsm8k_hint_only_where_gsm8k_rows_are_read_too():
+    """A reader of StrategyQA alone (distill.dataset) never mentions GSM8K; a mixed prompt file's reader,
+    which also takes GSM8K rows, tells a text answer both shapes."""
+    with pytest.raises(ValueError) as exc:
+        convert_strategyqa_record({"question": "Q?", "answer": "72"}, 1, "x", gsm8k_too=True)
+    assert str(exc.value) == ("answer: expected true or false, got '72' (a StrategyQA answer is a JSON boolean; "
+                              "a GSM8K answer ends in '#### <number>')")
+    with pytest.raises(ValueError) as exc:
+        convert_strategyqa_record({"question": "Q?", "answer": "72"}, 1, "x")
+    assert "GSM8K" not in str(exc.value)
 
 
 def test_which_rows_are_strategyqa():
@@ -191,6 +206,14 @@ def test_read_prompt_file_bad_answer_names_file_line_and_field(tmp_path, answer,
     assert str(exc.value) == f"{path}:2: answer: expected true or false, got {shown}"
 
 
+def test_read_prompt_file_maybe_answer_names_file_line_and_strategyqa(tmp_path):
+    path = write_jsonl(tmp_path / "train.jsonl", [HAMSTER, {"question": "Q?", "answer": "maybe"}])
+    with pytest.raises(InputError) as exc:
+        read_prompt_file(path)
+    assert str(exc.value).startswith(f"{path}:2: answer: expected true or false, got 'maybe' "
+                                     f"(a StrategyQA answer is a JSON boolean")
+
+
 def test_read_prompt_file_missing_answer(tmp_path):
     path = write_jsonl(tmp_path / "train.jsonl", [HAMSTER, {"qid": "x", "question": "Q?", "facts": []}])
     with pytest.raises(InputError, match=rf"^{path}:2: answer: missing \(expected true or false\)$"):
@@ -220,6 +243,34 @@ def test_duplicate_qids_are_refused(tmp_path):
     jsonl = write_jsonl(tmp_path / "dup.jsonl", [HAMSTER, HAMSTER])
     with pytest.raises(InputError, match=rf"{jsonl}:2: id: 'b8677742616fef051f00' appears twice"):
         read_prompt_file(jsonl)
+
+
+@pytest.mark.parametrize("layout", ["jsonl", "json_array", "folder"])
+def test_a_maybe_answer_in_the_distillation_dataset_names_file_and_line_and_no_other_task(tmp_path, layout):
+    """distill.dataset with `"answer": "maybe"` on its third record: the file and line of that record, and
+    a hint about StrategyQA's answers (the GSM8K hint once appended here does not apply)."""
+    from selftrain.config import load_config
+    from selftrain.distill import questions
+
+    rows = [HAMSTER, CHOCOLATE, {"qid": "q3", "question": "Is a tomato a fruit?", "answer": "maybe"}]
+    folder = tmp_path / "sqa"
+    folder.mkdir()
+    if layout == "jsonl":
+        path = source = write_jsonl(folder / "train.jsonl", rows)
+        line = 3
+    else:
+        path = folder / "train.json"
+        path.write_text(json.dumps(rows, indent=2))
+        source = folder if layout == "folder" else path
+        line = [start for start, _, _ in iter_json_array(path)][2]
+    config = load_config(None, {"method": "distill", "distill": {"dataset": str(source)},
+                                "task": {"name": "yesno", "n_train": 1, "n_dev": 1, "n_test": 1},
+                                "reward_config": {"type": "rule_based", "rule_type": "yesno"}})
+    with pytest.raises(InputError) as exc:
+        questions(config, "train")
+    element = "" if layout == "jsonl" else "element 3: "
+    assert str(exc.value) == (f"{path}:{line}: {element}answer: expected true or false, got 'maybe' "
+                              f"(a StrategyQA answer is a JSON boolean)")
 
 
 def test_one_file_is_carved_into_disjoint_seeded_splits_for_distillation(tmp_path):

@@ -5,12 +5,19 @@ request is seen).
 Covered: a stage killed with SIGKILL midway resumes without losing, duplicating or re-asking a draft;
 429 and 500 are retried; a garbage reply stops the stage with one line and a rerun completes; the key
 reaches the server and no file, log or error; token usage and the estimated cost are in the record.
+The seed's `.env` alone (GPT4_MODEL, no other teacher setting) asks OpenAI's API with chat completions,
+and without OPENAI_API_KEY stops before any connection (a recording proxy on loopback sees none; with a
+key it sees the CONNECT to api.openai.com); $OPENAI_BASE_URL points it at another server. A target the
+student would be trained on (built from an agreeing reply) that its `max_new_tokens` cannot hold, the
+student's tokenizer counting, stops the stage naming the reply's line; a rerun with a larger limit sends
+nothing and finishes.
 """
 from __future__ import annotations
 
 import json
 import os
 import signal
+import socketserver
 import subprocess
 import sys
 import threading
@@ -230,3 +237,115 @@ def test_a_real_llama_cpp_server_is_the_teacher_and_a_rerun_sends_nothing(drafts
     assert output.read_bytes() == before
     metrics = json.loads(sidecar.read_text())["metrics"]
     assert metrics["skipped_existing"] == N and metrics["requests"] == 0 and metrics["generated"] == 0
+
+
+# --- the seed's .env alone; the student's token limit -----------------------------------------------
+
+GPT4_MODEL = "gpt-4.1-nano-2025-04-14"
+
+
+def env_only(stage_env: dict, **extra: str) -> dict:
+    """The stage's environment with the seed's GPT4_MODEL and nothing else about the teacher."""
+    drop = ("TEACHER_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL", "no_proxy", "NO_PROXY")
+    return {**{k: v for k, v in stage_env.items() if k not in drop}, "GPT4_MODEL": GPT4_MODEL, **extra}
+
+
+def bare_command(drafts: Path, output: Path, *extra: str) -> list[str]:
+    return [sys.executable, "teacher.py", "--config", str(CONFIG), "--input", str(drafts), "--output", str(output),
+            *extra]
+
+
+@pytest.fixture
+def proxy():
+    """A loopback HTTP proxy that records the first line of every connection and refuses it (403)."""
+    seen: list[str] = []
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self):
+            seen.append(self.rfile.readline().decode(errors="replace").strip())
+            self.wfile.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_seed_env_alone_asks_openai_and_without_its_key_stops_before_any_connection(stage_env, drafts, tmp_path,
+                                                                                         proxy):
+    url, seen = proxy
+    output = tmp_path / "teacher_outputs.jsonl"
+    env = env_only(stage_env, HTTPS_PROXY=url, HTTP_PROXY=url)  # a request to the API would pass through it
+    result = subprocess.run(bare_command(drafts, output), cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=TIMEOUT)
+    assert error_line(result) == ("error: distill.teacher_generation.api_key_env: $OPENAI_API_KEY is not set: the "
+                                  "teacher at https://api.openai.com/v1 needs a key (export it; nothing was sent)")
+    assert f"teacher {GPT4_MODEL}: distill.teacher_model '{GPT4_MODEL}' is no checkpoint" in result.stderr
+    assert seen == [] and not output.exists()
+    # the same with a key: the stage does go to OpenAI's API (through the proxy, which refuses it)
+    result = subprocess.run(bare_command(drafts, output, "--set", "distill.teacher_generation.max_retries=0"),
+                            cwd=REPO, env={**env, "OPENAI_API_KEY": "sk-not-a-key"}, capture_output=True, text=True,
+                            timeout=TIMEOUT)
+    assert result.returncode != 0 and "sk-not-a-key" not in result.stderr
+    assert seen and all(line.startswith("CONNECT api.openai.com:443 ") for line in seen), seen
+
+
+def test_openai_base_url_points_the_seed_env_teacher_at_a_server_with_chat_completions(stage_env, drafts, tmp_path):
+    output = tmp_path / "teacher_outputs.jsonl"
+    with fake_servers() as start:
+        server = start(lambda n, path, body, headers: teacher_reply(body))
+        result = subprocess.run(bare_command(drafts, output), cwd=REPO, capture_output=True, text=True,
+                                timeout=TIMEOUT, env=env_only(stage_env, OPENAI_BASE_URL=server.url))
+        assert result.returncode == 0, result.stderr[-3000:]  # loopback: no key needed (teacher_requires_key auto)
+        assert len(server.calls) == N
+        for path, headers, body in server.calls:
+            assert path == "/v1/chat/completions" and body["model"] == GPT4_MODEL
+            assert body["messages"][-1]["role"] == "user" and "Student draft:" in body["messages"][-1]["content"]
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"q{i}" for i in range(N)] and {r["teacher"] for r in rows} == {GPT4_MODEL}
+    record = json.loads(output.with_name("teacher_outputs.config.json").read_text())
+    gen = record["config"]["distill"]["teacher_generation"]  # the decided backend is what the record says
+    assert (gen["backend"], gen["api"], gen["base_url"]) == ("openai", "chat", server.url)
+
+
+def test_a_reply_the_student_cannot_fit_stops_the_stage_until_max_new_tokens_holds_it(stage_env, drafts, tmp_path,
+                                                                                      tokenizer):
+    from selftrain.checks import student_tokens
+    from selftrain.config import load_config
+    from selftrain.distill import reasoning_target
+
+    def agreeing(body: dict) -> tuple[int, dict, str]:
+        i = int(which(body)[1:])
+        steps = "".join(f"{k}. Step {k} of the check.\n" for k in range(1, (12 if i == 5 else 2) + 1))
+        text = VERDICT.replace("1. Look.\n", steps).format("YES" if i % 2 == 0 else "NO")  # the truth
+        return 200, {}, json.dumps({"id": "c", "object": "chat.completion", "model": body["model"],
+                                    "choices": [{"index": 0, "finish_reason": "stop",
+                                                 "message": {"role": "assistant", "content": text}}]})
+
+    output = tmp_path / "teacher_outputs.jsonl"
+    with fake_servers() as start:
+        server = start(lambda n, path, body, headers: agreeing(body))
+        result = run_stage(drafts, output, server.url, stage_env, "--set", "max_new_tokens=60")
+        rows = [json.loads(line) for line in lines(output)]
+        assert [r["id"] for r in rows] == [f"q{i}" for i in range(N)]  # every reply is kept on disk
+        config = load_config(CONFIG)
+        targets = [reasoning_target(r["response"], config.distill.draft_analysis)[0] for r in rows]
+        assert all(t is not None and t.startswith("## Step-by-Step Reasoning") for t in targets)
+        counts = [student_tokens(config, tokenizer, t) for t in targets]
+        assert max(counts) == counts[5] > 60 >= max(counts[:5] + counts[6:])  # only q5's target is too long
+        assert error_line(result) == (
+            f"error: {output}:6: max_new_tokens: 60 is below the {counts[5]} tokens of the target made from this "
+            f"line, as the student's tokenizer counts them with its end-of-turn token (1 of {N} targets are longer, "
+            f"the longest {counts[5]}): evaluation would cut them off before their final assessment; "
+            f"set max_new_tokens >= {counts[5]}")
+        assert not output.with_name("teacher_outputs.config.json").exists()
+        before = len(server.calls)
+        result = run_stage(drafts, output, server.url, stage_env, "--set", f"max_new_tokens={counts[5]}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert len(server.calls) == before  # nothing asked twice
+    metrics = json.loads(output.with_name("teacher_outputs.config.json").read_text())["metrics"]
+    assert metrics["longest_target_student_tokens"] == counts[5] and metrics["replies"] == N

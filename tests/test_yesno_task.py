@@ -1,4 +1,6 @@
-"""The built-in yes/no task: exact balance, disjoint splits, determinism, correct facts, the CLI's files."""
+"""The built-in yes/no task: exact balance, disjoint splits, determinism, correct facts, the CLI's files; the
+`mixed` level as it always was, the `sums` level's strict two-digit questions that a rough guess cannot decide."""
+import hashlib
 import json
 import operator
 import re
@@ -6,13 +8,13 @@ from collections import Counter
 
 import pytest
 
-from selftrain.config import Config, TaskConfig
+from selftrain.config import Config, TaskConfig, load_config
 from selftrain.data import load_task_split
 from selftrain.errors import InputError
 from selftrain.records import validate_prompt_record
 from selftrain.tasks import yesno
 from selftrain.tasks.strategyqa import load_strategyqa
-from selftrain.tasks.yesno import SHAPES, SPLITS, generate_splits, main
+from selftrain.tasks.yesno import LEVELS, SHAPES, SPLITS, generate_splits, main
 
 SIZES = {"train": 600, "dev": 100, "test": 200}
 OPS = {"more than": operator.gt, "greater than": operator.gt, "longer than": operator.gt,
@@ -48,6 +50,9 @@ QUESTIONS = {
     "sharing": (rf"Can {N} \w+ be shared equally among {N} \w+ with none left over\?", lambda n, d: n % d == 0),
     "parity": (rf"Is (?:the product of )?{N} (?:and|\*|times) {N} (?:an )?(even|odd)(?: number)?\?",
                lambda a, b, w: (a * b % 2 == 0) == (w == "even")),
+    "two_digit_sum": (rf"Is (?:the sum of )?{N} (?:\+|and) {N} ({REL}) {N}\?", lambda a, b, w, n: cmp(a + b, w, n)),
+    "two_digit_difference": (rf"Is (?:the difference between )?{N} (?:-|and) {N} ({REL}) {N}\?",
+                             lambda a, b, w, n: cmp(a - b, w, n)),
 }
 
 
@@ -78,8 +83,9 @@ def check_fact(fact: str) -> int:
     return result
 
 
-def test_records_are_correct_and_well_formed():
-    splits = generate_splits(SIZES, seed=3)
+@pytest.mark.parametrize("level", list(LEVELS))
+def test_records_are_correct_and_well_formed(level):
+    splits = generate_splits(SIZES, 3, level)
     for name, records in splits.items():
         for i, record in enumerate(records, 1):
             meta = record["metadata"]
@@ -98,19 +104,22 @@ def test_records_are_correct_and_well_formed():
             assert meta["facts"][1] == said, record
             assert str(value) in meta["decomposition"][1] or meta["decomposition"][1] == "Is the remainder 0?"
             assert meta["decomposition"][1].endswith("?")
-    assert splits["train"][0]["metadata"]["category"] == "product"
+    assert splits["train"][0]["metadata"]["category"] == LEVELS[level][0]
 
 
-def test_every_shape_and_both_answers_in_a_split():
-    records = generate_splits({"train": 2 * len(SHAPES) * 5}, seed=0)["train"]
+@pytest.mark.parametrize("level", list(LEVELS))
+def test_every_shape_and_both_answers_in_a_split(level):
+    shapes = LEVELS[level]
+    records = generate_splits({"train": 2 * len(shapes) * 5}, 0, level)["train"]
     counts = Counter((r["metadata"]["category"], r["metadata"]["expected_answer"]) for r in records)
-    assert counts == {(shape, answer): 5 for shape in SHAPES for answer in ("yes", "no")}
-    assert 8 <= len(SHAPES) <= 12
+    assert counts == {(shape, answer): 5 for shape in shapes for answer in ("yes", "no")}
+    assert 8 <= len(LEVELS["mixed"]) <= 12 and set(SHAPES) == {s for shapes in LEVELS.values() for s in shapes}
 
 
+@pytest.mark.parametrize("level", list(LEVELS))
 @pytest.mark.parametrize("seed", [0, 1, 7])
-def test_exactly_balanced_per_split_and_per_even_prefix(seed):
-    splits = generate_splits({"train": 500, "dev": 40, "test": 126}, seed)
+def test_exactly_balanced_per_split_and_per_even_prefix(seed, level):
+    splits = generate_splits({"train": 500, "dev": 40, "test": 126}, seed, level)
     for records in splits.values():
         answers = [r["metadata"]["expected_answer"] for r in records]
         for end in range(2, len(answers) + 1, 2):
@@ -126,15 +135,17 @@ def test_odd_size_differs_by_one():
     assert sorted(answers.values()) == [6, 7]
 
 
-def test_splits_disjoint_and_unique():
-    splits = generate_splits({"train": 3000, "dev": 300, "test": 600}, seed=0)
+@pytest.mark.parametrize("level", list(LEVELS))
+def test_splits_disjoint_and_unique(level):
+    splits = generate_splits({"train": 3000, "dev": 300, "test": 600}, 0, level)
     texts = [r["prompt"] for records in splits.values() for r in records]
     assert len(texts) == len(set(texts)) == 3900
 
 
-def test_deterministic_and_seed_dependent():
-    assert generate_splits(SIZES, 5) == generate_splits(SIZES, 5)
-    assert generate_splits(SIZES, 5)["test"] != generate_splits(SIZES, 6)["test"]
+@pytest.mark.parametrize("level", list(LEVELS))
+def test_deterministic_and_seed_dependent(level):
+    assert generate_splits(SIZES, 5, level) == generate_splits(SIZES, 5, level)
+    assert generate_splits(SIZES, 5, level)["test"] != generate_splits(SIZES, 6, level)["test"]
 
 
 def test_sizing_a_split_never_moves_an_earlier_one():
@@ -201,3 +212,157 @@ def test_task_splits_through_data():
     with pytest.raises(InputError, match=r"task: split 'dev' does not exist for task 'arithmetic'"):
         load_task_split(Config(), "dev")
     assert set(SPLITS) == {"train", "dev", "test"}
+
+
+# --- levels ---------------------------------------------------------------------------------------------------------
+
+DEMO = {"train": 400, "dev": 160, "test": 200}  # configs/distill.yaml's sizes
+# generate_splits(DEMO, 0) and the CLI's train.jsonl for them, taken before levels existed: `mixed` must not move
+MIXED_SHA256 = "72a4efc70f1db324496975196a3e7253c01b764eb73420c2f8f23d196ffddd80"
+MIXED_TRAIN_JSONL_SHA256 = "a3899c2f2f007feac3b12f71b4fa373d571d6da3cc24e08b3828c463b9c8e088"
+
+
+def sha256(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def test_mixed_level_is_the_task_as_it_was(tmp_path):
+    splits = generate_splits(DEMO, 0)
+    assert sha256(splits) == MIXED_SHA256
+    assert generate_splits(DEMO, 0, "mixed") == splits
+    assert splits["test"][0] == {"id": "yesno-test-000001", "prompt": "Is 19 * 2 smaller than 35?", "metadata": {
+        "expected_answer": "no", "category": "product", "facts": ["19 * 2 = 38", "38 is not less than 35."],
+        "decomposition": ["What is 19 * 2?", "Is 38 less than 35?"]}}
+    assert splits["train"][-1]["prompt"] == "Can someone walking 6 km an hour cover 35 km in 5 hours?"
+    main(["--out", str(tmp_path / "a"), "--sizes", "train=400,dev=160,test=200", "--seed", "0"])
+    main(["--out", str(tmp_path / "b"), "--sizes", "train=400,dev=160,test=200", "--seed", "0", "--level", "mixed"])
+    for d in ("a", "b"):
+        assert hashlib.sha256((tmp_path / d / "train.jsonl").read_bytes()).hexdigest() == MIXED_TRAIN_JSONL_SHA256
+
+
+SUM = re.compile(rf"Is (?:the sum of |the difference between )?{N} (?:\+|-|and) {N} ({REL}) {N}\?")
+
+
+def parsed(record) -> tuple[int, int, str, int, int]:
+    """a, b, the comparison words, the compared number and the true result of a `sums` question."""
+    a, b, words, n = SUM.fullmatch(record["prompt"]).groups()
+    a, b, n = int(a), int(b), int(n)
+    return a, b, words, n, a + b if record["metadata"]["category"] == "two_digit_sum" else a - b
+
+
+def test_sums_questions_are_strict_two_digit_and_never_tied():
+    records = generate_splits({"train": 4000}, 0, "sums")["train"]
+    margins, words_used = Counter(), Counter()
+    for r in records:
+        a, b, words, n, value = parsed(r)
+        assert all(10 <= x <= 99 for x in (a, b, n, value)), r["prompt"]
+        assert words in ("more than", "greater than", "less than", "smaller than"), r["prompt"]
+        assert abs(n - value) in (1, 9), r["prompt"]  # never a tie, never a far-off number
+        margins[abs(n - value)] += 1
+        words_used[words] += 1
+        sign = "+" if r["metadata"]["category"] == "two_digit_sum" else "-"
+        plain = "more than" if words in ("more than", "greater than") else "less than"
+        said = "" if r["metadata"]["expected_answer"] == "yes" else "not "
+        assert r["metadata"]["decomposition"] == [f"What is {a} {sign} {b}?", f"Is {value} {plain} {n}?"]
+        assert r["metadata"]["facts"] == [f"{a} {sign} {b} = {value}", f"{value} is {said}{plain} {n}."]
+    assert 0.25 < margins[9] / len(records) < 0.33 and len(words_used) == 4
+    assert Counter(r["metadata"]["category"] for r in records) == {"two_digit_sum": 2000, "two_digit_difference": 2000}
+
+
+def test_sums_record_in_the_schema_a_gold_reply_is_written_from():
+    """Step, its fact, comparison, its fact: "1. What is 18 + 53? 18 + 53 = 71. 2. Is 71 more than 72? ..."."""
+    assert generate_splits(DEMO, 0, "sums")["test"][0] == {
+        "id": "yesno-test-000001", "prompt": "Is the sum of 18 and 53 greater than 72?",
+        "metadata": {"expected_answer": "no", "category": "two_digit_sum",
+                     "facts": ["18 + 53 = 71", "71 is not more than 72."],
+                     "decomposition": ["What is 18 + 53?", "Is 71 more than 72?"]}}
+
+
+def r10(x: int) -> int:
+    return 10 * ((x + 5) // 10)
+
+
+def right(estimate: int, words: str, n: int, answer: str) -> float:
+    """How right answering from `estimate` instead of the result is: 1, 0, or 0.5 (a coin) when it ties n."""
+    return 0.5 if estimate == n else float(cmp(estimate, words, n) == (answer == "yes"))
+
+
+def best_rule_accuracy(records, seen) -> float:
+    """Accuracy of the best answer per value of seen(a, b, n, value, sign) (with the shape and the comparison
+    words): the most a model that sees only that part of a question reaches on these records. The parts are
+    summaries (how far n is from a guess), so each value is seen often enough for the count to mean something."""
+    table = {}
+    for r in records:
+        a, b, words, n, value = parsed(r)
+        sign = 1 if r["metadata"]["category"] == "two_digit_sum" else -1
+        key = (sign, words, seen(a, b, n, value, sign))
+        table.setdefault(key, Counter())[r["metadata"]["expected_answer"]] += 1
+    return sum(max(c.values()) for c in table.values()) / len(records)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sums_a_tens_digit_guess_does_not_decide_exact_arithmetic_does(seed):
+    splits = generate_splits(DEMO, seed, "sums")
+    for name, records in splits.items():
+        exact, tens, rounded = [], [], []
+        for r in records:
+            a, b, words, n, value = parsed(r)
+            sub = r["metadata"]["category"] == "two_digit_difference"
+            exact.append(right(value, words, n, r["metadata"]["expected_answer"]))
+            guess = 10 * (a // 10) + (-1 if sub else 1) * 10 * (b // 10)  # the tens digits alone: 47 + 38 -> 70
+            tens.append(right(guess, words, n, r["metadata"]["expected_answer"]))
+            guess = r10(a) + (-1 if sub else 1) * r10(b)  # the operands rounded to tens: 47 + 38 -> 90
+            rounded.append(right(guess, words, n, r["metadata"]["expected_answer"]))
+        assert sum(exact) == len(records), name
+        assert sum(tens) / len(records) <= 0.75, (name, sum(tens) / len(records))
+        assert sum(rounded) / len(records) <= 0.78, (name, sum(rounded) / len(records))
+
+
+def test_sums_no_part_of_a_question_decides_it():
+    records = [r for seed in range(20) for split in generate_splits(DEMO, seed, "sums").values() for r in split]
+    parts = {"the tens digits": lambda a, b, n, v, sign: n - 10 * (a // 10) - sign * 10 * (b // 10),
+             "the operands rounded to tens": lambda a, b, n, v, sign: n - r10(a) - sign * r10(b),
+             "the result rounded to tens": lambda a, b, n, v, sign: n - r10(v),
+             "the result's exact tens digit": lambda a, b, n, v, sign: n - 10 * (v // 10),
+             "the units digits": lambda a, b, n, v, sign: ((a + sign * b) % 10, n % 10),
+             "the compared number alone": lambda a, b, n, v, sign: n}
+    reached = {name: round(best_rule_accuracy(records, seen), 3) for name, seen in parts.items()}
+    assert max(reached.values()) <= 0.75, reached
+    assert reached["the compared number alone"] <= 0.62, reached
+    assert best_rule_accuracy(records, lambda a, b, n, v, sign: n % 10) <= 0.55
+    assert best_rule_accuracy(records, lambda a, b, n, v, sign: (v, n)) == 1.0
+
+
+def test_sums_has_room_for_the_demo_many_times_over():
+    splits = generate_splits({"test": 2000, "dev": 1600, "train": 8000}, 0, "sums")
+    texts = [r["prompt"] for records in splits.values() for r in records]
+    assert len(set(texts)) == len(texts) == 11600
+
+
+def test_unknown_level(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown level 'easy'; expected one of mixed, sums"):
+        generate_splits(DEMO, 0, "easy")
+    path = tmp_path / "run.yaml"
+    path.write_text("task: {name: yesno, level: easy}\n")
+    with pytest.raises(InputError, match=r"run.yaml: task.level: 'easy' is not one of mixed, sums$"):
+        load_config(path)
+    path.write_text("task: {name: arithmetic, level: sums}\n")
+    with pytest.raises(InputError, match=r"run.yaml: task.level: 'sums': only the yesno task has levels"):
+        load_config(path)
+    assert load_config(None, {"task.name": "yesno", "task.level": "sums"}).task.level == "sums"
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", str(tmp_path), "--level", "easy"])
+    assert exc.value.code == 2 and not list(tmp_path.glob("*.jsonl"))
+
+
+def test_level_reaches_the_task_splits_and_the_cli(tmp_path):
+    config = Config(task=TaskConfig(name="yesno", n_train=40, n_test=20, n_dev=10, seed=4, level="sums"))
+    expected = generate_splits({"train": 40, "dev": 10, "test": 20}, 4, "sums")
+    for split in ("train", "dev", "test"):
+        assert [r["prompt"] for r in load_task_split(config, split)] == [r["prompt"] for r in expected[split]]
+    main(["--out", str(tmp_path), "--sizes", "train=24,test=10", "--seed", "2", "--level", "sums"])
+    first = (tmp_path / "train.jsonl").read_bytes()
+    back = load_strategyqa(str(tmp_path), "train")
+    assert [r["prompt"] for r in back] == [r["prompt"] for r in generate_splits({"train": 24}, 2, "sums")["train"]]
+    main(["--out", str(tmp_path), "--sizes", "train=24,test=10", "--seed", "2", "--level", "sums"])
+    assert (tmp_path / "train.jsonl").read_bytes() == first

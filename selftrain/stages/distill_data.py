@@ -1,7 +1,11 @@
 """distill_data.py: from drafts and teacher replies to what the student is trained on (seed 003).
 
   --kind validated   every teacher reply parsed (`## Final Assessment ... **YES**/**NO**`; none: unparsable,
-                     never guessed) and compared with the truth; kept: parsed, not cut off, agreeing. With
+                     never guessed) and compared with the truth, and its student target built
+                     (distill.reasoning_target, `distill.draft_analysis`: the reasoning first, the part that
+                     judges the draft dropped or after the verdict); kept: parsed, not cut off, agreeing,
+                     with a target (a reply without a Step-by-Step Reasoning section, or whose target
+                     would lose its verdict, is counted as no_reasoning / verdict_lost and not kept). With
                      `balance_by: answer` (the default of method distill) the kept set is brought back to
                      the yes/no ratio of the questions sent (`balance_method` downsample: the
                      over-kept class is cut; upsample: the under-kept one repeated). The marker reports
@@ -9,10 +13,14 @@
                      filtering and after balancing: the seed's 45/55 -> 28/72 skew shows up here.
   --kind track_a     question -> "Yes" / "No", on the kept questions (`distill.track_a_questions: kept`,
                      a fair A/B comparison) or on every drafted training question (`all`: their own ratio)
-  --kind track_b     question + student draft -> the teacher's reply (reasoning, then its assessment)
-  --kind pairs       Phase C: prompt = Track B's, chosen = the teacher's reply, rejected = the student's
-                     draft where it is wrong (or gives no clear answer), else (`distill.flipped_pairs`, the
-                     seed's "flipped preference") the teacher's reply with its verdict flipped
+  --kind track_b     question + student draft -> the target (the teacher's reasoning, then its assessment)
+  --kind pairs       Phase C round t (iteration >= 3), prompt = Track B's, of the kinds switched on:
+                     on_policy_pairs (default): from the round's judged samples of M_{t-1}, a correct
+                     reply chosen against a wrong one (stages/on_policy.py); draft_pairs: chosen = the
+                     target, rejected = the student's draft where it is wrong or unclear; flipped_pairs
+                     (the seed's "flipped preference"): where no draft pair is made, rejected = the
+                     target with its verdict flipped. With `balance_by: answer` the chosen verdicts are
+                     brought to 50/50 (downsample), then `distill.max_pairs` caps (class shares kept)
   --kind teacher_data  the trained teacher's examples (`distill.teacher_model: trained`): the dev
                      drafts -> the seed's teacher format filled from each question's facts and truth
 
@@ -25,8 +33,8 @@ from __future__ import annotations
 
 from selftrain.cli import base_parser, resolve_config, run
 from selftrain.config import Config
-from selftrain.distill import (expected, flip_verdict, gold_teacher_reply, teacher_record, track_a_record,
-                               track_b_record)
+from selftrain.distill import (FIRST_ROUND, expected, flip_verdict, gold_teacher_reply, reasoning_target,
+                               teacher_record, teacher_spec, track_a_record, track_b_record)
 from selftrain.errors import InputError
 from selftrain.logging import log
 from selftrain.metrics import counts
@@ -34,6 +42,7 @@ from selftrain.models import load_tokenizer
 from selftrain.prompts import PromptSpec, render_prompt
 from selftrain.records import read_jsonl, seeded_key, write_jsonl_atomic
 from selftrain.runs import finished_output, open_stage
+from selftrain.stages.on_policy import policy_pairs, question_id
 
 KINDS = ("validated", "track_a", "track_b", "pairs", "teacher_data")
 
@@ -96,7 +105,8 @@ def group(record: dict) -> str:
 
 
 def validate_teacher(config: Config, drafts: list[dict], replies: list[dict]) -> tuple[list[dict], dict]:
-    """The kept training questions (draft + agreeing teacher reply) and the validation metrics."""
+    """The kept training questions (draft + agreeing teacher reply + the student's `target` built from it)
+    and the validation metrics."""
     by_id = {d["id"]: d for d in drafts}
     rows = []
     for reply in replies:
@@ -111,22 +121,34 @@ def validate_teacher(config: Config, drafts: list[dict], replies: list[dict]) ->
     agree = [r for r in parsed if r["teacher_answer"] == expected(r)]
     unparsable, truncated = len(rows) - len(parsed), sum(r["teacher_finish_reason"] == "length" for r in rows)
     before = counts(rows, "answer")
-    if not agree:
+    setting, targeted, no_target = config.distill.draft_analysis, [], {"no_reasoning": 0, "verdict_lost": 0}
+    for r in agree:
+        target, why = reasoning_target(r["teacher_response"], setting)
+        if target is None:
+            no_target[why] += 1
+        else:
+            targeted.append({**r, "target": target})
+    if not targeted:
         raise InputError(f"validated: no teacher reply is kept: of {len(rows)} replies {unparsable} have no final "
-                         f"assessment ({truncated} cut off at distill.teacher_max_tokens) and {len(parsed)} disagree "
-                         f"with the truth: nothing to train the student on")
-    kept = balanced(config, agree, before, "validated")
-    filtered, after = counts(agree, "answer"), counts(kept, "answer")
+                         f"assessment ({truncated} cut off at distill.teacher_max_tokens), {len(parsed) - len(agree)} "
+                         f"disagree with the truth, {no_target['no_reasoning']} have no Step-by-Step Reasoning "
+                         f"section and {no_target['verdict_lost']} lose their verdict as targets "
+                         f"(distill.draft_analysis {setting}): nothing to train the student on")
+    kept = balanced(config, targeted, before, "validated")
+    filtered, after = counts(targeted, "answer"), counts(kept, "answer")
     metrics = {"replies": len(rows), "unparsable": unparsable, "truncated": truncated,
                "teacher_agreement": round(len(agree) / len(parsed), 4) if parsed else None,
                "teacher_agreement_of_all": round(len(agree) / len(rows), 4),
                "teacher_said": counts([{"s": str(r["teacher_answer"]).lower()} for r in rows], "s"),
+               "draft_analysis": setting, **no_target,
                "classes_before": before, "classes_filtered": filtered, "classes_kept": after,
                "ratio_before": ratio(before), "ratio_filtered": ratio(filtered), "ratio_kept": ratio(after),
                "balance_by": config.balance_by, "kept": len(kept),
                "draft_accuracy": round(sum(r["draft_answer"] == expected(r) for r in rows) / len(rows), 4)}
-    log(f"validated: teacher agrees on {len(agree)} of {len(parsed)} parsed ({metrics['unparsable']} unparsable); "
-        f"yes/no {metrics['ratio_before']} -> filtered {metrics['ratio_filtered']} -> kept {metrics['ratio_kept']}")
+    log(f"validated: teacher agrees on {len(agree)} of {len(parsed)} parsed ({metrics['unparsable']} unparsable), "
+        f"{len(targeted)} with a target ({no_target['no_reasoning']} without reasoning, {no_target['verdict_lost']} "
+        f"lose the verdict; draft_analysis {setting}); yes/no {metrics['ratio_before']} -> filtered "
+        f"{metrics['ratio_filtered']} -> kept {metrics['ratio_kept']}")
     return kept, metrics
 
 
@@ -144,40 +166,68 @@ def track_a(config: Config, kept: list[dict], drafts: list[dict], tokenizer, spe
 
 
 def track_b(kept: list[dict], tokenizer, spec) -> tuple[list[dict], dict]:
-    rows = [example(r, track_b_record(r, r["draft"]), r["teacher_response"].strip(), tokenizer, spec) for r in kept]
+    rows = [example(r, track_b_record(r, r["draft"]), r["target"], tokenizer, spec) for r in kept]
     return rows, {"examples": len(rows), "classes": counts(rows, "answer")}
 
 
-def pairs(config: Config, kept: list[dict], tokenizer, spec) -> tuple[list[dict], dict]:
-    """Phase C: chosen = the teacher's reply; rejected = the student's draft where it is wrong (or unclear),
-    else, with `distill.flipped_pairs`, the teacher's reply with its verdict flipped."""
-    def draft_wrong(r: dict) -> bool:
-        return r["draft_answer"] != expected(r)
-
-    wrong = [r for r in kept if draft_wrong(r)]
-    source = kept if config.distill.flipped_pairs else balanced(config, wrong, counts(kept, "answer"), "pairs")
-    rows = []
-    for r in source:
-        from_draft = draft_wrong(r)
+def teacher_pairs(config: Config, kept: list[dict], tokenizer, spec) -> list[dict]:
+    """The pairs whose chosen text is the teacher's target: rejected = the student's draft where it is wrong
+    or unclear (`distill.draft_pairs`; an empty draft is no text to reject), else, with
+    `distill.flipped_pairs`, the target with its verdict flipped (the seed's "flipped preference")."""
+    d, rows = config.distill, []
+    for r in kept:
+        if d.draft_pairs and r["draft_answer"] != expected(r) and r["draft"].strip():
+            kind, rejected = "draft", r["draft"].strip()
+            rejected_kind = "unclear_draft" if r["draft_answer"] is None else "wrong_draft"
+        elif d.flipped_pairs:
+            kind, rejected, rejected_kind = "flipped", flip_verdict(r["target"]), "flipped"
+        else:
+            continue
         prompt = example(r, track_b_record(r, r["draft"]), "", tokenizer, spec)
-        chosen = r["teacher_response"].strip()
-        rows.append({"id": r["id"], "prompt_id": r["id"], "prompt": prompt["prompt_text"], "metadata": r["metadata"],
-                     "chosen": chosen, "rejected": r["draft"].strip() if from_draft else flip_verdict(chosen),
-                     "rejected_kind": ("unclear_draft" if r["draft_answer"] is None else "wrong_draft")
-                     if from_draft else "flipped", "prompt_spec": spec.to_dict()})
+        rows.append({"id": f"{kind}:{r['id']}", "prompt_id": question_id(r), "kind": kind,
+                     "prompt": prompt["prompt_text"], "metadata": r["metadata"], "chosen": r["target"],
+                     "rejected": rejected, "rejected_kind": rejected_kind, "prompt_spec": spec.to_dict()})
+    return rows
+
+
+def pairs(config: Config, kept: list[dict], judged: list[dict] | None, tokenizer, spec,
+          where: str = "judged") -> tuple[list[dict], dict]:
+    """Phase C's pairs of one round: the kinds switched on, the chosen verdicts balanced, capped.
+
+    `judged`: the round's judged samples (on_policy_pairs; `where` names their file in errors). A
+    chosen reply is right, so its verdict is the question's truth: `classes` in the metrics are the
+    chosen verdicts."""
+    d = config.distill
+    rows, metrics = [], {}
+    if d.on_policy_pairs:
+        rows, metrics = policy_pairs(config, judged, spec, where)
+    rows += teacher_pairs(config, kept, tokenizer, spec)
+    kinds = counts([{"k": p["kind"]} for p in rows], "k")
     if not rows:
-        raise InputError("pairs: no kept question has a wrong draft: there is no preference to learn "
-                         "(distill.flipped_pairs: true pairs every kept question)")
+        said = [f"on-policy: of {metrics['questions']} questions {metrics['questions_all_correct']} had only correct "
+                f"samples, {metrics['questions_all_wrong']} only wrong ones, {metrics['questions_mixed']} both "
+                f"({metrics['pair_reasons']['no_untruncated_top']} of them with only cut-off correct replies)"
+                ] if d.on_policy_pairs else []
+        said += ["draft pairs: no kept question has a wrong draft"] if d.draft_pairs else []
+        raise InputError("pairs: no preference pair, nothing to train on: " + "; ".join(said) + " (sample more or "
+                         "more varied replies: distill.policy_samples, distill.policy_temperature; or switch on "
+                         "distill.flipped_pairs)")
     built = len(rows)
-    rows = capped(rows, config.distill.max_pairs, config.seed)
-    return rows, {"pairs": len(rows), "pairs_built": built, "wrong_drafts": len(wrong),
-                  "flipped_pairs": config.distill.flipped_pairs,
-                  "rejected_kinds": counts([{"k": p["rejected_kind"]} for p in rows], "k"),
-                  "classes_wrong": counts(wrong, "answer"), "classes": counts(rows, "answer")}
+    rows = balanced(config, rows, {"yes": 1, "no": 1}, "pairs")
+    balanced_n = len(rows)
+    rows = capped(rows, d.max_pairs, config.seed)
+    metrics.update(pairs=len(rows), pairs_built=built, pairs_balanced=balanced_n, kinds_built=kinds,
+                   kinds=counts([{"k": p["kind"]} for p in rows], "k"),
+                   rejected_kinds=counts([{"k": p["rejected_kind"]} for p in rows], "k"),
+                   classes=counts(rows, "answer"), balance_by=config.balance_by,
+                   on_policy_pairs=d.on_policy_pairs, draft_pairs=d.draft_pairs, flipped_pairs=d.flipped_pairs)
+    log(f"pairs: {len(rows)} ({built} built, {balanced_n} after balance_by {config.balance_by or 'off'}); kinds "
+        f"{metrics['kinds']}; chosen yes/no {ratio(metrics['classes'])}")
+    return rows, metrics
 
 
 def teacher_data(config: Config, drafts: list[dict], tokenizer) -> tuple[list[dict], dict]:
-    spec = PromptSpec(config.distill.teacher_system_prompt, 0, "", True)
+    spec = teacher_spec(config)
     dev = [d for d in drafts if d.get("split") == "dev"]
     if not dev:
         raise InputError("teacher_data: the drafts hold no dev-split draft (distill.teacher_model must be 'trained')")
@@ -201,15 +251,24 @@ def build(config: Config, kind: str, run_dir, iteration: int, args) -> tuple[lis
         drafts = Path(args.drafts)  # a drafts file, or the main run whose iteration-0 drafts they are
         return teacher_data(config, read_jsonl(finished_output(drafts, 0, "drafts") if drafts.is_dir() else drafts),
                             tokenizer)
-    drafts = finished("drafts", 0)
     if kind == "validated":
-        return validate_teacher(config, drafts, finished("teacher", 1))
+        return validate_teacher(config, finished("drafts", 0), finished("teacher", 1))
     kept = finished("validated", 1)
+    if any("target" not in r for r in kept):
+        raise InputError(f"{finished_output(run_dir, 1, 'validated')}: rows without a target (written before "
+                         f"distill.draft_analysis): run the validated stage again")
     if kind == "track_a":
-        return track_a(config, kept, drafts, tokenizer, spec)
+        return track_a(config, kept, finished("drafts", 0), tokenizer, spec)
     if kind == "track_b":
         return track_b(kept, tokenizer, spec)
-    return pairs(config, kept, tokenizer, spec)
+    if iteration < FIRST_ROUND:
+        raise InputError(f"--kind pairs --iteration {iteration}: Phase C's rounds are iterations >= {FIRST_ROUND}")
+    if not config.distill.on_policy_pairs:
+        return pairs(config, kept, None, tokenizer, spec)
+    from selftrain.stages.reward_pairs import read_judged
+
+    judged = finished_output(run_dir, iteration, "judged")
+    return pairs(config, kept, read_judged(judged), tokenizer, spec, str(judged))
 
 
 def main(argv=None):

@@ -1,15 +1,18 @@
 """distill_eval.py: held-out accuracy of a distillation model, greedy, on the prompt it was trained on.
 
 Variants (each its own stage and results file; one model load for all of them):
-  a          Track A's prompt: the question alone (iteration 0's base model and Track A's model)
-  b          Track B's prompt: the question and the student's own draft of it (Track B, DPO)
+  a          Track A's prompt: the question alone (the training prompt of the base model and Track A)
+  b          Track B's prompt: the question and the student's own draft of it (Track B's and Phase C's)
   no_draft   ablation: Track B's prompt without the draft
   shuffled   ablation: Track B's prompt with the draft of another test question (a seeded derangement)
-The drafts are the base student's, written by drafts.py for the test split exactly like the training
-drafts. Reported per variant: accuracy overall and per true class, the predicted-class shares (a
-model that says "No" to everything shows as no 100%) and replies with no clear yes/no.
+Every model is evaluated on every variant (mk/distill.mk), so whether the reasoning helps reads from one
+table: the first variant given is the iteration's main one (its `eval` stage: the prompt the model was
+trained on), the others are `eval_<variant>`. The drafts are the base student's, written by drafts.py
+for the test split exactly like the training drafts. Reported per variant: accuracy overall and per
+true class, the predicted-class shares (a model that says "No" to everything shows as no 100%) and
+replies with no clear yes/no.
 
-  python distill_eval.py --run_dir results/distill --iteration 2 --variants b,no_draft,shuffled
+  python distill_eval.py --run_dir results/distill --iteration 2 --variants b,no_draft,shuffled,a
 """
 from __future__ import annotations
 

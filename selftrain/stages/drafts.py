@@ -25,10 +25,9 @@ from selftrain.records import read_jsonl, write_jsonl_atomic
 from selftrain.runs import open_stage
 
 
-def write_drafts(config: Config, model_name: str, output_path) -> dict:
+def draft_jobs(config: Config, model_name: str, by_split: dict[str, list[dict]], tokenizer) -> list[dict]:
+    """One generation job per question ({split: records}): the draft prompt, rendered for `tokenizer`."""
     spec = PromptSpec.from_config(config)
-    by_split = drafted_questions(config)
-    backend, tokenizer = open_backend(config, model_name, spec, batch_size=config.batch_size, role="sample")
     jobs = []
     for split, records in by_split.items():
         for record in records:
@@ -36,13 +35,32 @@ def write_drafts(config: Config, model_name: str, output_path) -> dict:
             jobs.append({"id": record["id"], "split": split, "prompt": record["prompt"], "metadata": record["metadata"],
                          "generator": model_name, "prompt_text": render_prompt(tokenizer, asked, spec),
                          "_messages": build_messages(asked, spec)})
+    return jobs
+
+
+def draft_params(config: Config) -> SamplingParams:
     d = config.distill
-    params = SamplingParams(d.draft_temperature, config.top_p, config.top_k, d.draft_max_new_tokens)
-    log(f"drafts: {', '.join(f'{len(v)} {k}' for k, v in by_split.items())} questions -> {output_path}")
+    return SamplingParams(d.draft_temperature, config.top_p, config.top_k, d.draft_max_new_tokens)
+
+
+def run_drafts(config: Config, backend, jobs: list[dict], output_path) -> tuple[dict, list[dict]]:
+    """Draft every job into `output_path` (resumable), each row with its `draft_answer`; the generation
+    metrics and the rows. The seed is iteration 0's for every model, so that with sampling on two models
+    draw the same random stream per question."""
     with backend:
-        metrics = run_jobs_in_order(backend, jobs, output_path, params, stage_seed(config, 0))
+        metrics = run_jobs_in_order(backend, jobs, output_path, draft_params(config), stage_seed(config, 0))
     rows = [dict(r, draft_answer=draft_answer(r["response"])) for r in read_jsonl(output_path)]
     write_jsonl_atomic(output_path, rows)
+    return metrics, rows
+
+
+def write_drafts(config: Config, model_name: str, output_path) -> dict:
+    by_split = drafted_questions(config)
+    backend, tokenizer = open_backend(config, model_name, PromptSpec.from_config(config), batch_size=config.batch_size,
+                                      role="sample")
+    jobs = draft_jobs(config, model_name, by_split, tokenizer)
+    log(f"drafts: {', '.join(f'{len(v)} {k}' for k, v in by_split.items())} questions -> {output_path}")
+    metrics, rows = run_drafts(config, backend, jobs, output_path)
     metrics.update(draft_metrics(rows))
     log(f"drafts: {metrics}")
     return metrics

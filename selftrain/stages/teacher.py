@@ -5,6 +5,9 @@ numbered steps, `## Final Assessment ... **YES**/**NO**`) through a generation b
 `distill.teacher_generation` (`backend: openai` + `base_url` for a paid API or a local vLLM /
 llama.cpp server, `api: chat` for chat models; any local backend for a checkpoint). The teacher is
 `distill.teacher_model` (for a server, the name it knows; `trained`: the run's own teacher).
+With `backend: auto` the name decides (`teacher_generation`): a checkpoint on disk, an embedded model or
+a hub id is loaded locally; any other name (the seed's GPT4_MODEL=gpt-4.1-nano-2025-04-14) is asked
+through the openai backend with chat completions, at `base_url`, else $OPENAI_BASE_URL, else OpenAI's API.
 
 Append-only and resumable: a reply is on disk the moment it arrives and a rerun sends only the
 drafts without one, so after a kill -9 no answered request is sent again. The marker counts this
@@ -13,6 +16,10 @@ run's requests, prompt and completion tokens (the server's `usage`) and an estim
 sends nothing: it prints what would be sent and its estimated tokens and cost, and writes nothing.
 A teacher behind a remote URL needs its key (`teacher_generation.api_key_env`, OPENAI_API_KEY by
 default), checked before any request; the key is never written or logged.
+The targets the student may be trained on (`distill.reasoning_target` of each finished reply that agrees
+with the truth) must fit in the student's `max_new_tokens` as the student's tokenizer counts them
+(`checks.check_targets_fit`), else the stage stops naming the reply's line; the replies stay on disk, so
+a rerun with a larger limit sends nothing.
 Output records: id, prompt_id (the question), prompt_text (the teacher prompt as rendered),
 response (the teacher's reply), finish_reason, num_tokens, teacher, teacher_answer (yes / no / null).
 
@@ -23,23 +30,27 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from selftrain.checks import check_targets_fit
 from selftrain.cli import base_parser, resolve_config, run
-from selftrain.config import Config
-from selftrain.distill import TRAINED_TEACHER, teacher_answer, teacher_record, teacher_run_dir
+from selftrain.config import Config, GenerationConfig
+from selftrain.distill import (TRAINED_TEACHER, expected, reasoning_target, teacher_answer, teacher_record,
+                               teacher_run_dir, teacher_spec)
 from selftrain.errors import InputError
 from selftrain.generation.base import SamplingParams
 from selftrain.generation.jobs import run_jobs_in_order, stage_seed
 from selftrain.generation.openai_compat import LOOPBACK
 from selftrain.http import key_from_env
 from selftrain.logging import log
-from selftrain.prompts import PromptSpec, build_messages, render_prompt
+from selftrain.prompts import build_messages, render_prompt
 from selftrain.records import iter_jsonl, read_jsonl, write_jsonl_atomic
 from selftrain.runs import model_dir, open_stage
 
 TEACHER_SEED = 104_729  # the teacher's draws differ from the student's of the same iteration
+OPENAI_URL = "https://api.openai.com/v1"  # OpenAI's API: the openai client's default without OPENAI_BASE_URL
 
 
 def teacher_name(config: Config, run_dir) -> str:
@@ -54,14 +65,56 @@ def teacher_name(config: Config, run_dir) -> str:
     return name
 
 
+def teacher_generation(config: Config, environ=os.environ) -> tuple[GenerationConfig, str]:
+    """The teacher's generation section with `backend: auto` decided, and why. The one rule, from what
+    `distill.teacher_model` can be:
+
+    1. `trained` or a path on disk: a local backend (auto);
+    2. else, with a base URL (`teacher_generation.base_url`, else $OPENAI_BASE_URL, the openai client's
+       own variable): the server there (openai, chat);
+    3. else an embedded model or a hub id (owner/name): a local backend (a hub id is fetched);
+    4. else (gpt-4.1-nano-2025-04-14: a name no local backend can load) OpenAI's API (openai, chat).
+
+    Chat, because the teacher's own chat template is not here to render a prompt. Whether a key is set
+    never decides where requests go: `check_key` refuses a missing one before any is sent. A backend set
+    in the config is kept."""
+    from selftrain.models import EMBEDDED_MODELS, looks_like_local_path
+
+    gen, name = config.distill.teacher_generation, config.distill.teacher_model
+    if gen.backend != "auto":
+        return gen, f"set by distill.teacher_generation.backend: {gen.backend}"
+    if name == TRAINED_TEACHER or Path(name).expanduser().exists():
+        return gen, f"distill.teacher_model {name!r} is a checkpoint: a local backend"
+    url = gen.base_url or environ.get("OPENAI_BASE_URL", "")
+    if url:
+        where = "distill.teacher_generation.base_url" if gen.base_url else "$OPENAI_BASE_URL"
+        if not url.startswith(("http://", "https://")):  # the config's is validated on load
+            raise InputError(f"{where}: {url!r} is not an http(s) URL")
+        return (dataclasses.replace(gen, backend="openai", api="chat", base_url=url),
+                f"{where} {url}: the server there, chat completions")
+    if name in EMBEDDED_MODELS or "/" in name or looks_like_local_path(name):
+        return gen, f"distill.teacher_model {name!r} is an embedded model or a hub id: a local backend"
+    return (dataclasses.replace(gen, backend="openai", api="chat", base_url=OPENAI_URL),
+            f"distill.teacher_model {name!r} is no checkpoint, embedded model or hub id: OpenAI's API at "
+            f"{OPENAI_URL} (set $OPENAI_BASE_URL or distill.teacher_generation.base_url for another server), "
+            f"chat completions")
+
+
+def resolve_teacher(config: Config) -> Config:
+    """`config` with the teacher's backend decided (`teacher_generation`): what its stages use and record."""
+    gen, _ = teacher_generation(config)
+    return dataclasses.replace(config, distill=dataclasses.replace(config.distill, teacher_generation=gen))
+
+
 def teacher_config(config: Config) -> Config:
-    """The config the teacher's backend reads: `generation` is the teacher's."""
-    return dataclasses.replace(config, generation=config.distill.teacher_generation)
+    """The config the teacher's backend reads: `generation` is the teacher's, decided."""
+    return dataclasses.replace(config, generation=resolve_teacher(config).distill.teacher_generation)
 
 
 def check_key(config: Config) -> None:
     """A teacher behind a remote server needs its key: refuse before anything is sent."""
-    d, gen = config.distill, config.distill.teacher_generation
+    d = config.distill
+    gen, _ = teacher_generation(config)
     if gen.backend != "openai" or gen.server or d.teacher_requires_key == "never":
         return
     remote = (urlsplit(gen.base_url).hostname or "") not in LOOPBACK
@@ -86,7 +139,7 @@ def read_drafts(path) -> list[dict]:
 
 def teacher_jobs(config: Config, drafts: list[dict], tokenizer, teacher: str) -> list[dict]:
     """One request per training draft (drafts of other splits are the student's own business)."""
-    spec = PromptSpec(config.distill.teacher_system_prompt, 0, "", True)
+    spec = teacher_spec(config)
     jobs = []
     for draft in drafts:
         if draft.get("split", "train") != "train":
@@ -128,37 +181,69 @@ def dry_run(config: Config, jobs: list[dict], done: set[str], output_path, token
     return {"would_send": len(todo), "estimated_prompt_tokens": prompt_tokens, "max_completion_tokens": most}
 
 
+def longest_target(config: Config, drafts: list[dict], rows: list[dict], output_path) -> int | None:
+    """The student-token count of the longest target the student may be trained on (the `reasoning_target`
+    of a finished reply that agrees with the truth: what distill_data keeps), None without one; an
+    InputError naming the reply's line (`check_targets_fit`) when one does not fit in max_new_tokens."""
+    from selftrain.models import load_tokenizer
+
+    try:
+        truth = {d["id"]: expected(d) for d in drafts}
+    except ValueError as exc:
+        raise InputError(f"teacher: {exc}") from None
+    targets = []
+    for line, r in enumerate(rows, 1):
+        if r["teacher_answer"] is not None and r["teacher_answer"] == truth.get(r["prompt_id"]):
+            target, _ = reasoning_target(r["response"], config.distill.draft_analysis)
+            if target is not None:
+                targets.append((line, target))
+    if not targets:
+        return None
+    return max(check_targets_fit(config, load_tokenizer(config.base_model_path), targets, output_path))
+
+
+def decide_teacher(config: Config, run_dir, role: str) -> tuple[str, bool]:
+    """The teacher's name and whether it is a local model (else a server sent chat messages), with the reason
+    logged; its key is checked (unless distill.dry_run) before a tokenizer is loaded or anything is sent."""
+    teacher = teacher_name(config, run_dir)
+    gen, why = teacher_generation(config)  # the one rule for backend auto
+    log(f"{role} {teacher}: {why}")
+    if not config.distill.dry_run:
+        check_key(config)
+    local = Path(teacher).is_dir() or gen.backend != "openai"
+    if not local and gen.api != "chat":
+        raise InputError("distill.teacher_generation.api: 'completions' sends a prompt rendered with the teacher's "
+                         f"own chat template, which is not here for {teacher!r}: use api: chat")
+    return teacher, local
+
+
 def ask_teacher(config: Config, drafts_path, output_path, run_dir=None) -> dict | None:
     """Teacher replies for every training draft into `output_path`; the metrics (None after a dry run)."""
     from selftrain.generation import get_backend
     from selftrain.models import load_tokenizer
 
     drafts = read_drafts(drafts_path)
-    teacher = teacher_name(config, run_dir)
-    local = Path(teacher).is_dir() or config.distill.teacher_generation.backend != "openai"
+    teacher, local = decide_teacher(config, run_dir, "teacher")
+    config = resolve_teacher(config)
     tokenizer = load_tokenizer(teacher) if local else None  # an API teacher is sent chat messages
-    if not local and config.distill.teacher_generation.api != "chat":
-        raise InputError("distill.teacher_generation.api: 'completions' sends a prompt rendered with the teacher's "
-                         f"own chat template, which is not here for {teacher!r}: use api: chat")
     jobs = teacher_jobs(config, drafts, tokenizer, teacher)
     if config.distill.dry_run:
         done = {r["id"] for r in read_jsonl(output_path, allow_empty=True)} if Path(output_path).is_file() else set()
         dry_run(config, jobs, done, output_path, tokenizer)
         return None
-    check_key(config)
     d = config.distill
     params = SamplingParams(d.teacher_temperature, 1.0, 0, d.teacher_max_tokens)
-    spec = PromptSpec(d.teacher_system_prompt, 0, "", True)
-    backend = get_backend(teacher_config(config), teacher, spec, batch_size=config.batch_size, role="sample")
+    backend = get_backend(teacher_config(config), teacher, teacher_spec(config), batch_size=config.batch_size, role="sample")
     log(f"teacher {teacher}: {len(jobs)} drafts -> {output_path}")
     with backend:
         metrics = run_jobs_in_order(backend, jobs, output_path, params, stage_seed(config, 1) + TEACHER_SEED)
     rows = [dict(r, teacher_answer=teacher_answer(r["response"]) if r["finish_reason"] == "stop" else None)
             for r in read_jsonl(output_path)]
+    longest = longest_target(config, drafts, rows, output_path)
     write_jsonl_atomic(output_path, rows)
     metrics.update(estimated_cost_usd=estimated_cost(config, metrics["prompt_tokens"], metrics["generated_tokens"]),
                    replies=len(rows), unparsable=sum(r["teacher_answer"] is None for r in rows),
-                   truncated=sum(r["finish_reason"] == "length" for r in rows))
+                   truncated=sum(r["finish_reason"] == "length" for r in rows), longest_target_student_tokens=longest)
     log(f"teacher: {metrics}")
     return metrics
 
@@ -181,7 +266,8 @@ def main(argv=None):
         return
     metrics = ask_teacher(config, drafts, stage.path, args.run_dir)
     if metrics is not None:
-        stage.output.finish(config, metrics, {"input": str(drafts), "teacher": teacher_name(config, args.run_dir)})
+        stage.output.finish(resolve_teacher(config), metrics,
+                            {"input": str(drafts), "teacher": teacher_name(config, args.run_dir)})
 
 
 if __name__ == "__main__":

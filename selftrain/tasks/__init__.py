@@ -44,17 +44,20 @@ def write_splits(out_dir: Path, splits: dict[str, list[dict]], sizes: dict[str, 
 
 
 def split_cli(argv, prog: str, doc: str, default_sizes: str, splits: tuple[str, ...],
-              write_task: Callable[[Path, dict, int], list[Path]]) -> None:
+              write_task: Callable[..., list[Path]], options: dict[str, dict] | None = None) -> None:
     """`python -m <prog> --out DIR --sizes a=1,b=2 --seed 0`: write the splits, print their paths (exit 2 on
-    bad sizes)."""
+    bad sizes). `options`: the task's own flags, name -> add_argument keywords, passed to write_task by name."""
     parser = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.add_argument("--sizes", default=default_sizes,
                         help="comma-separated <split>=<count>; splits: " + ",".join(splits))
     parser.add_argument("--seed", type=int, default=0)
+    for name, keywords in (options or {}).items():
+        parser.add_argument(f"--{name}", **keywords)
     args = parser.parse_args(argv)
     try:
-        paths = write_task(args.out, parse_sizes(args.sizes), args.seed)
+        paths = write_task(args.out, parse_sizes(args.sizes), args.seed,
+                           **{name: getattr(args, name) for name in options or {}})
     except ValueError as e:
         parser.error(str(e))  # exits with status 2
     for path in paths:

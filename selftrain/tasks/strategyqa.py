@@ -48,10 +48,11 @@ def _strings(raw: dict, field: str) -> list[str] | None:
     return list(value)
 
 
-def convert_strategyqa_record(raw: dict, lineno: int, stem: str) -> dict:
+def convert_strategyqa_record(raw: dict, lineno: int, stem: str, *, gsm8k_too: bool = False) -> dict:
     """StrategyQA row -> seed-000 record; ValueError naming the field on a bad value.
 
-    The id is `qid`, else `<stem>-<lineno>` (zero-padded, as records.py names lines)."""
+    The id is `qid`, else `<stem>-<lineno>` (zero-padded, as records.py names lines). `gsm8k_too`: the
+    caller also reads GSM8K rows (a mixed prompt file), so a text answer is also told GSM8K's shape."""
     if not isinstance(raw, dict):
         raise ValueError(f"expected a JSON object, got {type(raw).__name__}")
     question = raw.get("question")
@@ -62,7 +63,8 @@ def convert_strategyqa_record(raw: dict, lineno: int, stem: str) -> dict:
     if not isinstance(raw["answer"], bool):
         hint = ""
         if isinstance(raw["answer"], str) and raw["answer"].strip().lower() not in ("yes", "no", "true", "false"):
-            hint = " (a GSM8K answer ends in '#### <number>')"
+            also = "; a GSM8K answer ends in '#### <number>'" if gsm8k_too else ""
+            hint = f" (a StrategyQA answer is a JSON boolean{also})"
         raise ValueError(f"answer: expected true or false, got {raw['answer']!r}{hint}")
     metadata = {"expected_answer": "yes" if raw["answer"] else "no", "category": "strategyqa"}
     for field in ("facts", "decomposition"):

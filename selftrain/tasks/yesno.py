@@ -1,6 +1,6 @@
 """Seeded yes/no task whose answer needs one implicit step, like StrategyQA's questions.
 
-    python -m selftrain.tasks.yesno --out DIR --sizes train=1000,dev=100,test=200 --seed 0
+    python -m selftrain.tasks.yesno --out DIR --sizes train=1000,dev=100,test=200 --seed 0 --level mixed
 
 writes DIR/<split>.jsonl in StrategyQA's own schema (qid, question, answer as a
 boolean, facts, decomposition), which selftrain.tasks.strategyqa reads back;
@@ -12,13 +12,29 @@ record is a seed-000 prompt record:
                   "facts": ["17 * 4 = 68", "68 is more than 60."],
                   "decomposition": ["What is 17 * 4?", "Is 68 more than 60?"]}}
 
-Records come in pairs of one shape (`SHAPES`, in turn): one "yes" and one "no"
-in a seeded order, so every split, and every even-sized prefix of it, is
-exactly 50/50 (an odd size has one answer once more). The compared number is
-drawn near the computed value (within about a fifth of it, sometimes equal),
-so the question cannot be answered without the step. Products stay near or
-below 200. About 14,000 distinct questions exist in all (the smallest shape,
-parity, has some 600 per answer); asking for more is a ValueError.
+A level (`LEVELS`, config `task.level`) names the shapes asked:
+
+- `mixed`, the harder one: twelve shapes, products up to 19 x 12, division with
+  remainder, units whose comparison word flips direction, and "at least / at
+  most" with exact ties. The compared number is drawn near the computed value
+  (within about a fifth of it, sometimes equal), so the question cannot be
+  answered without the step. Products stay near or below 200. About 14,000
+  distinct questions exist (the smallest shape, parity, has some 600 per answer).
+- `sums`, the one a small student learns: "Is 47 + 38 more than 84?", "Is the
+  difference between 83 and 47 less than 45?". Every number, the result too,
+  has two digits; comparisons are strict ("more/greater than", "less/smaller
+  than"), so there is no tie and no word flips direction. The compared number
+  is the result +-1, or +-9 in `FAR` of the questions, so that neither the tens
+  digits nor the units digits alone decide: the best rule that sees only one
+  part (the tens digits, the operands or the result rounded to tens, the
+  result's exact tens digit, the units digits) answers 71-74% right; the
+  words and the compared number alone about 60%, its last digit about 53%.
+  About 33,600 distinct questions exist per shape and answer.
+
+Records come in pairs of one shape (the level's, in turn): one "yes" and one
+"no" in a seeded order, so every split, and every even-sized prefix of it, is
+exactly 50/50 (an odd size has one answer once more). Asking for more
+questions than a shape has is a ValueError.
 
 Splits (`SPLITS`, drawn in that order, each from its own seeded stream) never
 share a question text, and the size of a later split never changes an earlier
@@ -32,6 +48,7 @@ import re
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+from selftrain.config import YESNO_LEVELS
 from selftrain.tasks import check_sizes, split_cli, write_splits
 
 SPLITS = ("test", "dev", "train")
@@ -50,6 +67,10 @@ AT_LEAST, AT_MOST = Comparison("at least", "at least", operator.ge), Comparison(
 NUMBER_COMPARISONS = (MORE, LESS, AT_LEAST, AT_MOST, Comparison("greater than", "more than", operator.gt),
                       Comparison("smaller than", "less than", operator.lt))
 COUNT_COMPARISONS = (MORE, AT_LEAST, AT_MOST, Comparison("fewer than", "less than", operator.lt))
+# the `sums` level's: strict, so no tie is ever asked, and each word keeps its direction
+STRICT_COMPARISONS = tuple(c for c in NUMBER_COMPARISONS if c.holds in (operator.gt, operator.lt))
+FAR = 2 / 7  # sums: share of compared numbers 9 away from the result (the others are 1 away); 2/7 evens out
+# what the tens digits alone and the units digits alone tell (the best rule on either: about 71% right)
 
 CONTAINERS = (("boxes", "eggs", 6, 12), ("packs", "pencils", 5, 12), ("bags", "apples", 4, 10),
               ("crates", "bottles", 6, 24), ("jars", "cookies", 8, 20), ("trays", "muffins", 6, 12),
@@ -204,8 +225,54 @@ def parity(rng, yes):
     return question, [f"{a} * {b} = {a * b}"], [f"What is {a} * {b}?", f"Is {a * b} {word}?"]
 
 
+def _two_digit(rng, yes, tens: Callable[[random.Random], tuple[int, int]], sign: str, forms: tuple[str, ...]):
+    """The `sums` shapes: the result of `a sign b` compared, strictly, with a number 1 away from it or, in FAR of
+    the questions, 9 away. The tens digits are drawn first and the units digits freely, so neither part decides:
+    from the tens digits and the compared number, 1 above and 1 below look alike; from the units digits, 9 below
+    and 1 above (or 9 above and 1 below) end in the same digit."""
+    ta, tb = tens(rng)
+    a, b = 10 * ta + rng.randint(0, 9), 10 * tb + rng.randint(0, 9)
+    value = a + b if sign == "+" else a - b
+    cmp = rng.choice(STRICT_COMPARISONS)
+    margin = 9 if rng.random() < FAR else 1
+    below = yes if cmp.holds is operator.gt else not yes  # a number below the result makes "more than" true
+    n = value - margin if below else value + margin
+    return (f"Is {rng.choice(forms).format(a, b)} {cmp.word} {n}?", [f"{a} {sign} {b} = {value}"],
+            [f"What is {a} {sign} {b}?", f"Is {value} {cmp.plain} {n}?"])
+
+
+def _sum_tens(rng: random.Random) -> tuple[int, int]:
+    """Tens digits of two addends: their sum uniform in 2..7 (sums 20..88, compared numbers 11..97, all two-digit;
+    a uniform tens sum keeps the result's spread flat, so the compared number's size alone hints little)."""
+    tens = rng.randint(2, 7)
+    ta = rng.randint(1, tens - 1)
+    return ta, tens - ta
+
+
+def _difference_tens(rng: random.Random) -> tuple[int, int]:
+    """Tens digits of two numbers: their difference uniform in 3..8 (differences 21..89, compared numbers 12..98)."""
+    tens = rng.randint(3, 8)
+    tb = rng.randint(1, 9 - tens)
+    return tens + tb, tb
+
+
+def two_digit_sum(rng, yes):
+    return _two_digit(rng, yes, _sum_tens, "+", ("{} + {}", "the sum of {} and {}"))
+
+
+def two_digit_difference(rng, yes):
+    return _two_digit(rng, yes, _difference_tens, "-", ("{} - {}", "the difference between {} and {}"))
+
+
 SHAPES: dict[str, Callable] = {f.__name__: f for f in (product, total, difference, containers, budget, seats,
-                                                       reading, travel, units, divisible, sharing, parity)}
+                                                       reading, travel, units, divisible, sharing, parity,
+                                                       two_digit_sum, two_digit_difference)}
+LEVELS: dict[str, tuple[str, ...]] = dict(zip(YESNO_LEVELS, (  # the shapes of each level, asked in turn
+    ("product", "total", "difference", "containers", "budget", "seats", "reading", "travel", "units",  # mixed
+     "divisible", "sharing", "parity"),
+    ("two_digit_sum", "two_digit_difference"),  # sums
+)))
+DEFAULT_LEVEL = YESNO_LEVELS[0]  # mixed: the task as it was before levels; configs/distill*.yaml choose their own
 
 
 _LAST_STEP = re.compile(r"Is (the remainder|\$?\d+) (.+)\?")
@@ -230,10 +297,13 @@ def make_question(rng: random.Random, shape: str, yes: bool) -> dict:
                          "facts": facts + [answered(decomposition[-1], yes)], "decomposition": decomposition}}
 
 
-def generate_splits(sizes: dict[str, int], seed: int) -> dict[str, list[dict]]:
-    """Records per split (every name of `SPLITS`, empty when not asked for); no question in two splits."""
+def generate_splits(sizes: dict[str, int], seed: int, level: str = DEFAULT_LEVEL) -> dict[str, list[dict]]:
+    """Records per split (every name of `SPLITS`, empty when not asked for) of one of `LEVELS`; no question in
+    two splits."""
     check_sizes(sizes, SPLITS)
-    names = list(SHAPES)
+    if level not in LEVELS:
+        raise ValueError(f"unknown level {level!r}; expected one of {', '.join(LEVELS)}")
+    names = list(LEVELS[level])
     seen: set[str] = set()
     splits = {}
     for name in SPLITS:
@@ -266,13 +336,15 @@ def to_strategyqa(record: dict) -> dict:
             "facts": meta["facts"], "decomposition": meta["decomposition"]}
 
 
-def write_task(out_dir: Path, sizes: dict[str, int], seed: int) -> list[Path]:
+def write_task(out_dir: Path, sizes: dict[str, int], seed: int, level: str = DEFAULT_LEVEL) -> list[Path]:
     """Write out_dir/<split>.jsonl (StrategyQA schema) for each split in `sizes`, atomically; return the paths."""
-    return write_splits(out_dir, generate_splits(sizes, seed), sizes, SPLITS, to_strategyqa)
+    return write_splits(out_dir, generate_splits(sizes, seed, level), sizes, SPLITS, to_strategyqa)
 
 
 def main(argv=None) -> None:
-    split_cli(argv, "python -m selftrain.tasks.yesno", __doc__, "train=1000,dev=100,test=200", SPLITS, write_task)
+    split_cli(argv, "python -m selftrain.tasks.yesno", __doc__, "train=1000,dev=100,test=200", SPLITS, write_task,
+              options={"level": {"choices": tuple(LEVELS), "default": DEFAULT_LEVEL,
+                                "help": "question shapes: " + ", ".join(LEVELS)}})
 
 
 if __name__ == "__main__":
