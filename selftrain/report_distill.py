@@ -7,13 +7,18 @@ model on the prompt it was trained on, per true class (a model that says "No" to
 no 100%); the teacher's agreement and the yes/no ratio of every data set from the questions sent to
 what each phase trained on; each Phase C round's samples and pairs and its DPO schedule; and the
 seed's "Project Goals vs Actual Results" table with its targets (absolute ones are StrategyQA's with
-Phi-3.5; the relative ones apply).
+Phi-3.5; the relative ones apply), its validation checks included: the integrated-gradients share on the
+draft's tokens (attribution.done) and the question-quality win-rate (question_quality.done), read from
+their markers, each beside what no learning would give (the draft's share of the prompt's tokens, chance).
 """
 from __future__ import annotations
 
 from selftrain.distill import FIRST_ROUND
+from selftrain.question_quality import SEED_CRITERION
 
 PHASES = {0: "base (M0)", 1: "Track A", 2: "Track B"}
+ATTRIBUTION_TARGET = 0.20  # seed 003: "Integrated-gradients mass on draft tokens, >= 20% after DPO"
+NOT_RUN = "not run (make distill-checks)"
 PROMPTS = {"a": "question", "b": "question + draft"}
 VARIANTS = {"a": "a: question", "b": "b: question + draft", "no_draft": "no draft (b's prompt without it)",
             "shuffled": "shuffled (another question's draft)"}
@@ -42,7 +47,8 @@ def distill_metrics(m: dict) -> dict:
             "shuffled": variants.get("shuffled", {}).get("accuracy"),
             "drafts": m.get("drafts", {}), "validated": m.get("validated", {}),
             "data": next((m[s] for s in ("track_a", "track_b", "pairs") if s in m), {}),
-            "teacher": m.get("teacher", {}), "model": m.get("model", {})}
+            "teacher": m.get("teacher", {}), "model": m.get("model", {}),
+            "attribution": m.get("attribution"), "question_quality": m.get("question_quality")}
 
 
 def _pct(value) -> str:
@@ -172,7 +178,59 @@ def goals(d: dict) -> list[list[str]]:
                      "-" if drop is None else ("met" if 100 * (full - drop) >= 3 else "missed")])
         rows.append([f"Shuffled-draft ablation ({phase(last)})", "a further drop", _pct(sh),
                      "-" if sh is None or drop is None else ("met" if sh < drop else "missed")])
+    label = phase(last) if last is not None else "last round"
+    rows.append(attribution_goal(d, last, label))
+    rows.append(question_quality_goal(d.get(last, {}).get("question_quality"), label))
     return rows
+
+
+def attribution_goal(d: dict, last: int | None, label: str) -> list[str]:
+    """The seed's attribution row for iteration `last`: its mean draft share beside the draft's share of the
+    prompt's tokens (an attribution spread evenly over the tokens), Track B's share, and Captum's mean
+    convergence delta relative to the attributed change (how exact the integral is)."""
+    name = f"Attention attribution ({label})"
+    target = f"integrated-gradients share on draft tokens >= {100 * ATTRIBUTION_TARGET:.0f}% after DPO"
+    a = d.get(last, {}).get("attribution")
+    if not a:
+        return [name, target, NOT_RUN, "-"]
+    share = a["draft_share"]
+    if share is None:
+        return [name, target, f"no question attributed of {a['questions']} (skipped: {_counts(a['skipped'])})",
+                "-"]
+    track_b = d.get(2, {}).get("attribution")
+    beside = [f"even share {_pct(a['draft_token_fraction'])}"]
+    if last != 2:
+        beside.append("Track B " + (NOT_RUN if not track_b else _pct(track_b["draft_share"])))
+    beside.append(f"Captum convergence delta {_pct(a['relative_delta_mean'])} of the attributed change")
+    skipped = sum(a["skipped"].values())
+    beside.append(f"{a['attributed']} of {a['questions']} questions" + (f", {skipped} skipped" if skipped else ""))
+    if last is None or last < FIRST_ROUND:
+        status = "- (no DPO round)"
+    else:
+        status = "met" if share >= ATTRIBUTION_TARGET else "missed"
+    return [name, target, f"{_pct(share)} ({'; '.join(beside)})", status]
+
+
+def question_quality_goal(q: dict | None, label: str) -> list[str]:
+    """The seed's question-quality row: the win-rate of the model's clarifying questions over the base
+    student's beside chance, the counts behind it and the judge's position consistency."""
+    name = f"Question quality ({label})"
+    target = f"win-rate >= +{100 * SEED_CRITERION:.0f} points over chance (base student's questions vs these)"
+    if not q:
+        return [name, target, NOT_RUN, "-"]
+    win, margin = q["win_rate"], q["win_rate_minus_chance"]
+    value = ("no question decided" if win is None
+             else f"{_pct(win)} (chance {_pct(q['chance'])}, {100 * margin:+.1f} points)")
+    counts = (f"{q['decided']} decided of {q['judged']} judged: after {q['after_wins']}, before "
+              f"{q['before_wins']}, inconsistent {q['inconsistent']}, unparsable {q['unparsable']}; "
+              f"position consistency {_pct(q['position_consistency'])}; of {q['questions']} questions "
+              f"{q['not_compared']} without a Questions: line, {q['identical']} identical")
+    met = q["meets_seed_criterion"]
+    return [name, target, f"{value}; {counts}", "-" if met is None else ("met" if met else "missed")]
+
+
+def _counts(counts: dict) -> str:
+    return ", ".join(f"{v} {k}" for k, v in sorted(counts.items()) if v)
 
 
 def plot_distill(axis, rows: list[dict]) -> None:
