@@ -20,14 +20,12 @@ from pathlib import Path
 from selftrain.attribution import attribute_questions, attribution_dtype, summarize
 from selftrain.cli import base_parser, resolve_config, run
 from selftrain.config import Config
-from selftrain.distill import expected
 from selftrain.errors import InputError
 from selftrain.logging import log
-from selftrain.models import default_device, load_model, load_tokenizer, resolve_model
+from selftrain.models import default_device, load_model, load_tokenizer
 from selftrain.prompts import PromptSpec, build_messages, render_prompt
-from selftrain.records import read_jsonl
-from selftrain.runs import finished_output, iter_dir, model_dir, open_stage, read_marker
-from selftrain.stages.distill_eval import VARIANTS, stage_name, variant_records
+from selftrain.runs import iter_dir, open_stage, read_marker
+from selftrain.stages.distill_eval import VARIANTS, model_and_tests, stage_name, variant_records
 
 TRACK_B = "b"  # distill_eval's variant whose prompt is attributed
 
@@ -114,15 +112,7 @@ def main(argv=None):
     p.add_argument("--model", help="checkpoint (default: iteration N's model; the base model for N=0)")
     args = p.parse_args(argv)
     config = resolve_config(args, {})
-    if not args.run_dir:
-        raise InputError("attribution.py: give --run_dir (the test drafts are iteration 0's)")
-    model_name = args.model or (config.base_model_path if args.iteration == 0 else str(model_dir(args.run_dir, args.iteration)))
-    resolve_model(model_name)
-    tests = [d for d in read_jsonl(finished_output(args.run_dir, 0, "drafts")) if d.get("split") == "test"]
-    if not tests:
-        raise InputError("attribution.py: the drafts hold no test-split question")
-    for t in tests:
-        expected(t)
+    model_name, tests = model_and_tests(config, args, "attribution.py")
     n = config.distill.attribution_questions
     tests = tests[:n] if n else tests
     stage = open_stage(args, "attribution", suffix=".json")

@@ -71,6 +71,22 @@ def evaluate_variants(config: Config, model_name: str, tests: list[dict], stages
     return results
 
 
+def model_and_tests(config: Config, args, script: str) -> tuple[str, list[dict]]:
+    """What a stage on the test questions of iteration N works with: the model (`--model`, else iteration
+    N's checkpoint, the base model for N = 0; checked to exist) and the base student's drafts of the
+    test questions (iteration 0's, each with a yes/no truth)."""
+    if not args.run_dir:
+        raise InputError(f"{script}: give --run_dir (the test drafts are iteration 0's)")
+    model_name = args.model or (config.base_model_path if args.iteration == 0 else str(model_dir(args.run_dir, args.iteration)))
+    resolve_model(model_name)
+    tests = [d for d in read_jsonl(finished_output(args.run_dir, 0, "drafts")) if d.get("split") == "test"]
+    if not tests:
+        raise InputError(f"{script}: the drafts hold no test-split question")
+    for t in tests:
+        expected(t)
+    return model_name, tests
+
+
 def main(argv=None):
     p = base_parser(__doc__)
     p.add_argument("--variants", default="a", help=f"comma-separated, the first is the iteration's main one "
@@ -82,15 +98,7 @@ def main(argv=None):
     for v in variants:
         if v not in VARIANTS:
             raise InputError(f"--variants: {v!r} is not one of {', '.join(VARIANTS)}")
-    if not args.run_dir:
-        raise InputError("distill_eval.py: give --run_dir (the test drafts are iteration 0's)")
-    model_name = args.model or (config.base_model_path if args.iteration == 0 else str(model_dir(args.run_dir, args.iteration)))
-    resolve_model(model_name)
-    tests = [d for d in read_jsonl(finished_output(args.run_dir, 0, "drafts")) if d.get("split") == "test"]
-    if not tests:
-        raise InputError("distill_eval.py: the drafts hold no test-split question")
-    for t in tests:
-        expected(t)
+    model_name, tests = model_and_tests(config, args, "distill_eval.py")
     stages = {}
     for v in variants:
         stage = open_stage(args, stage_name(v, variants[0]), suffix=".json")
