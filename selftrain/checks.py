@@ -14,6 +14,7 @@ from selftrain.errors import InputError
 from selftrain.judging import load_template
 from selftrain.prompts import PromptSpec, encode_example
 from selftrain.rewards import is_verifiable
+from selftrain.tracking import check_available
 
 
 def check_runnable(config: Config, where: str = "config") -> None:
@@ -49,6 +50,7 @@ def check_runnable(config: Config, where: str = "config") -> None:
         raise InputError(f"{where}: self_rewarding.judge_scoring: expected reads the score tokens' log-probabilities "
                          f"after the judge's \"Score: \", inside its reply: it needs generation.api: completions "
                          f"(a server with the judge's weights), not chat")
+    check_available(config, where)  # report_to: transformers' integration and the tracker's package
     if config.training_method == "qlora":
         from selftrain.models import check_4bit  # imports torch: only when QLoRA asks for it
 

@@ -33,7 +33,10 @@ TASKS = ("arithmetic", "ifeval", "yesno")  # built-in seeded tasks (selftrain/ta
 GENERATION_BACKENDS = ("auto", "selftrain", "selftrain_int8", "hf", "llama_cpp", "openai")
 GGUF_TYPES = ("q8_0", "f16", "bf16", "f32")  # what checkpoints are exported to for llama.cpp (generation.gguf_type)
 SERVER_KINDS = ("llama_cpp", "vllm")  # servers a stage can launch (generation.server)
-MOVED = {"generation_engine": "generation.backend"}  # keys of earlier releases, and where they went
+MOVED = {"generation_engine": "generation.backend"}
+# report_to: the trackers of transformers' integrations that selftrain also logs each iteration's round metrics to
+# (selftrain/tracking.py); "none" (alone): no tracker, the offline default
+TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")  # keys of earlier releases, and where they went
 
 JUDGE_SCORING = ("sampled", "expected")  # how a judgement becomes a score (self_rewarding.judge_scoring)
 JUDGE_JUSTIFICATION = ("first", "after", "none")
@@ -573,6 +576,8 @@ class Config:
     lora_dropout: float = 0.05
     lora_target_modules: str = "all-linear"
     logging_steps: int = 1
+    # trackers the SFT and DPO trainers report to, and the round metrics after each evaluation (selftrain/tracking.py)
+    report_to: list[str] = field(default_factory=lambda: ["none"])  # none | tensorboard, wandb, mlflow, trackio
 
     def validate(self, where: str = "config") -> "Config":
         """Check each value (each section checks its own); checks.check_runnable: what cannot run here."""
@@ -601,6 +606,10 @@ class Config:
                        f"difficulty_curriculum (it is {self.dataset_selection_strategy!r})")
         for i, level in enumerate(self.difficulty_progression):
             _one_of(where, f"difficulty_progression[{i}]", level, DIFFICULTIES)
+        for i, tracker in enumerate(self.report_to):
+            _one_of(where, f"report_to[{i}]", tracker, ("none",) + TRACKERS)
+        if not self.report_to or ("none" in self.report_to and len(self.report_to) > 1):
+            raise _bad(where, "report_to", f"{self.report_to}: give none alone, or one or more of {', '.join(TRACKERS)}")
 
     def _validate_ranges(self, where: str) -> None:
         positive = ["num_generations_per_prompt", "max_new_tokens", "batch_size", "eval_batch_size",

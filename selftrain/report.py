@@ -7,6 +7,8 @@ Reads only the stage markers, so it works on a run that is still going. It
 shows whatever stages a run has (every `iter_NN/*.done`, whatever the method):
 the progress table leaves out the columns no iteration has, and a third table
 gives each stage's minutes and the generation backend that wrote its replies.
+The same figures go to the config's trackers (`report_to`), one point per
+iteration, as each iteration's evaluation finishes (`track_round`).
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+from selftrain import tracking
+from selftrain.config import Config
 from selftrain.errors import InputError
 from selftrain.report_distill import distill_metrics, distill_tables, plot_distill
 
@@ -63,6 +67,41 @@ def collect(run_dir: Path) -> list[dict]:
             "distill": distill_metrics(m),
         })
     return rows
+
+
+NOT_ROUND_METRICS = ("iter", "stages", "loss_history")  # the step itself, stage timings, the trainer's own curve
+
+
+def round_scalars(row: dict) -> dict[str, float]:
+    """Every number of one iteration's row (`collect`) by its path in the row: "accuracy", "train_loss",
+    "round/kept", "self_rewarding/pair_precision", "distill/variants/b/accuracy", ...; figures a marker
+    lacks (None) are left out."""
+    scalars: dict[str, float] = {}
+
+    def walk(value, path: str) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(inner, f"{path}/{key}")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            scalars[path] = value
+
+    for key, value in row.items():
+        if key not in NOT_ROUND_METRICS:
+            walk(value, key)
+    return scalars
+
+
+def track_round(config: Config, run_dir, iteration: int) -> None:
+    """Log iteration N's figures (`round_scalars`) to the trackers of `report_to`, at step N.
+
+    The evaluation stages call it once they have written the iteration's eval marker: the last stage of
+    every method's chain (what `make iter` aims at), so all of the iteration's figures are in, and the
+    curves grow while the run goes. A rerun finds the marker and logs nothing twice; `make report`
+    logs nothing (it may run again at any time)."""
+    if not tracking.enabled(config):
+        return
+    row = next(r for r in collect(Path(run_dir)) if r["iter"] == iteration)
+    tracking.log_round(config, run_dir, iteration, round_scalars(row))
 
 
 IFEVAL = ("prompt_level_strict", "instruction_level_strict", "prompt_level_loose", "instruction_level_loose")

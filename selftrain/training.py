@@ -2,10 +2,11 @@
 
 The processes (one, or several under `accelerate launch`), the precision, the
 model to train (LoRA / QLoRA / full) and its LoRA config, the TrainingArguments
-both TRL trainers take alike, the metrics every trainer reports, and the save:
-a merged checkpoint (what generation and evaluation load), the adapter in
-`adapter/` and `selftrain_config.json` (prompt spec, init model, metrics,
-config), written in `<output>.partial/` and renamed whole.
+both TRL trainers take alike (their trackers: selftrain/tracking.py), the metrics
+every trainer reports, and the save: a merged checkpoint (what generation and
+evaluation load), the adapter in `adapter/` and `selftrain_config.json` (prompt
+spec, init model, metrics, config), written in `<output>.partial/` and renamed
+whole.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from selftrain import tracking
 from selftrain.config import Config
 from selftrain.logging import log
 from selftrain.models import default_device, from_pretrained, parse_dtype
@@ -94,14 +96,16 @@ def work_dir(output_dir: Path, state) -> Path:
 
 
 def trainer_arguments(config: Config, work: Path, dtype: torch.dtype, *, epochs: float, batch_size: int,
-                      accumulation: int, learning_rate: float) -> dict:
-    """Keyword arguments for TRL's SFTConfig / DPOConfig that both stages set alike."""
+                      accumulation: int, learning_rate: float, output_dir: Path, phase: int = 1) -> dict:
+    """Keyword arguments for TRL's SFTConfig / DPOConfig that both stages set alike; the trackers
+    (`report_to`) are the checkpoint's at `output_dir` (phase > 1: a later DPO phase's)."""
     return dict(
         output_dir=str(work / "trainer"), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
         gradient_accumulation_steps=accumulation, learning_rate=learning_rate,
         lr_scheduler_type=config.lr_scheduler_type, warmup_steps=config.warmup_ratio,  # < 1: a ratio
         weight_decay=config.weight_decay, optim=config.optim, logging_steps=config.logging_steps, save_strategy="no",
-        report_to="none", seed=config.seed, bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
+        **tracking.trainer_settings(config, output_dir, phase),  # report_to, run_name, project
+        seed=config.seed, bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
         use_cpu=default_device().type == "cpu",
         gradient_checkpointing=False,  # TRL turns it on by default: pure slowdown for small models
         dataloader_num_workers=0, disable_tqdm=False,

@@ -28,7 +28,7 @@ LAYERS = [
     ["selftrain.config"],
     ["selftrain.http", "selftrain.prompts", "selftrain.ifeval_checks", "selftrain.data", "selftrain.tasks.*", "selftrain.rewards.*",
      "selftrain.models", "selftrain.metrics", "selftrain.judging", "selftrain.generation.*", "selftrain.runs", "selftrain.checks",
-     "selftrain.training", "selftrain.dpo_losses", "selftrain.self_rewarding", "selftrain.self_instruct", "selftrain.distill",
+     "selftrain.training", "selftrain.tracking", "selftrain.dpo_losses", "selftrain.self_rewarding", "selftrain.self_instruct", "selftrain.distill",
      "selftrain.question_quality"],
     ["selftrain.report_distill", "selftrain.attribution"],
     ["selftrain.cli", "selftrain.report"],

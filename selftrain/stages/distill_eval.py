@@ -26,6 +26,7 @@ from selftrain.logging import log
 from selftrain.models import resolve_model
 from selftrain.prompts import PromptSpec
 from selftrain.records import read_jsonl
+from selftrain.report import track_round
 from selftrain.runs import finished_output, model_dir, open_stage
 
 VARIANTS = ("a", "b", "no_draft", "shuffled")
@@ -106,6 +107,7 @@ def main(argv=None):
             stages[v] = stage
     if stages:
         evaluate_variants(config, model_name, tests, stages)
+        track_round(config, args.run_dir, args.iteration)  # the iteration's last stage: round metrics to the trackers
 
 
 if __name__ == "__main__":

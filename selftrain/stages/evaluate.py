@@ -19,6 +19,7 @@ from selftrain.logging import log
 from selftrain.metrics import grouped, response_signals, reward_stats
 from selftrain.models import resolve_model
 from selftrain.prompts import PromptSpec, build_messages, load_prompt_spec, render_prompt
+from selftrain.report import track_round
 from selftrain.rewards import get_reward
 from selftrain.runs import model_dir, open_stage, timestamp
 
@@ -125,6 +126,8 @@ def main(argv=None):
         out.path.write_text(json.dumps({**summary, "results": outputs}, indent=1) + "\n")
         out.finish(config, summary, {"model": model_name})
         log(f"results: {out.path}")
+    if out.marker is not None:  # the iteration's last stage: its round metrics to the trackers
+        track_round(config, args.run_dir, n)
 
 
 def _prompt_spec(args, config, model_name: str) -> PromptSpec:

@@ -171,7 +171,7 @@ def train(config: Config, train_file, output_dir, init_model: str, *,
         **training.trainer_arguments(config, work, precision, epochs=config.num_train_epochs,
                                      batch_size=config.train_batch_size,
                                      accumulation=config.gradient_accumulation_steps,
-                                     learning_rate=config.learning_rate),
+                                     learning_rate=config.learning_rate, output_dir=output_dir),
         # build_dataset already skipped examples over max_seq_length; TRL refuses max_length with padding_free
         max_length=None if config.padding_free else config.max_seq_length, padding_free=config.padding_free,
         train_sampling_strategy="group_by_length",

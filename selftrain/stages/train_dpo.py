@@ -252,8 +252,9 @@ def _summary(histories: list[list[dict]]) -> dict:
 
 
 def _phase_trainer(config: Config, phase, model, dataset, tokenizer, work: Path, precision, peft_config,
-                   data_seed: int):
-    """The trainer of one phase; `peft_config` None with a PeftModel continues its adapter."""
+                   data_seed: int, output_dir: Path, phase_number: int):
+    """The trainer of phase `phase_number` (from 1) of the checkpoint `output_dir`; `peft_config` None with a
+    PeftModel continues its adapter."""
     from trl import DPOConfig
 
     dpo = config.dpo
@@ -261,7 +262,7 @@ def _phase_trainer(config: Config, phase, model, dataset, tokenizer, work: Path,
     args = DPOConfig(
         **training.trainer_arguments(config, work, precision, epochs=phase.epochs,
                                      batch_size=dpo.train_batch_size, accumulation=dpo.gradient_accumulation_steps,
-                                     learning_rate=dpo.learning_rate),
+                                     learning_rate=dpo.learning_rate, output_dir=output_dir, phase=phase_number),
         data_seed=data_seed, beta=phase.beta, max_length=dpo.max_length,
         loss_type=["sigmoid" if ours else phase.loss_type],  # ours: TRL's checks see plain DPO, compute_loss is ours
         label_smoothing=0.0 if ours else dpo.label_smoothing,
@@ -326,7 +327,8 @@ def train_dpo(config: Config, pairs_file, output_dir, init_model: str) -> dict |
         # would shuffle with seed + e (accelerate's seedable sampler), and so do the phases' epochs
         trainer = _phase_trainer(config, phase, model, dataset, tokenizer, work, precision,
                                  training.lora_config(config) if i == 0 else None,
-                                 data_seed=config.seed + math.ceil(epochs_before))
+                                 data_seed=config.seed + math.ceil(epochs_before), output_dir=output_dir,
+                                 phase_number=i + 1)
         trim = _trim(trainer, phase.trim, phase.beta) if phase.trim > 0 else {"dropped": 0, "dropped_lines": []}
         log(f"phase {i + 1}/{len(phases)}: {phase.loss_type}, beta {phase.beta}, {phase.epochs:g} epoch(s) on "
             f"{len(trainer.train_dataset)} pairs" + (f" (trim {phase.trim}: the {trim['dropped']} with the highest "
