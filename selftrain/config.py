@@ -609,7 +609,8 @@ class Config:
         for i, tracker in enumerate(self.report_to):
             _one_of(where, f"report_to[{i}]", tracker, ("none",) + TRACKERS)
         if not self.report_to or ("none" in self.report_to and len(self.report_to) > 1):
-            raise _bad(where, "report_to", f"{self.report_to}: give none alone, or one or more of {', '.join(TRACKERS)}")
+            raise _bad(where, "report_to",
+                       f"{self.report_to}: give none alone, or one or more of {', '.join(TRACKERS)}")
 
     def _validate_ranges(self, where: str) -> None:
         positive = ["num_generations_per_prompt", "max_new_tokens", "batch_size", "eval_batch_size",

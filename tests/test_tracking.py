@@ -193,7 +193,8 @@ def test_a_tiny_run_logs_training_loss_and_round_metrics_to_tensorboard(tmp_path
     the training's loss per step in tracker/iter_01, one point per iteration in tracker/rounds."""
     pytest.importorskip("tensorboard")
     config_path = write_config(tmp_path / "tb.json", tiny_model_dir, report_to="tensorboard")
-    train_file = hand_training_file(tmp_path / "train.jsonl", tokenizer, PromptSpec.from_config(load_config(config_path)))
+    spec = PromptSpec.from_config(load_config(config_path))
+    train_file = hand_training_file(tmp_path / "train.jsonl", tokenizer, spec)
     run_dir = tmp_path / "run"
     evaluate.main(common(config_path, run_dir, 0))
     train.main(common(config_path, run_dir, 1) + ["--train_file", str(train_file)])
