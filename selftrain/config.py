@@ -33,10 +33,10 @@ TASKS = ("arithmetic", "ifeval", "yesno")  # built-in seeded tasks (selftrain/ta
 GENERATION_BACKENDS = ("auto", "selftrain", "selftrain_int8", "hf", "llama_cpp", "openai")
 GGUF_TYPES = ("q8_0", "f16", "bf16", "f32")  # what checkpoints are exported to for llama.cpp (generation.gguf_type)
 SERVER_KINDS = ("llama_cpp", "vllm")  # servers a stage can launch (generation.server)
-MOVED = {"generation_engine": "generation.backend"}
+MOVED = {"generation_engine": "generation.backend"}  # keys of earlier releases, and where they went
 # report_to: the trackers of transformers' integrations that selftrain also logs each iteration's round metrics to
 # (selftrain/tracking.py); "none" (alone): no tracker, the offline default
-TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")  # keys of earlier releases, and where they went
+TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")
 
 JUDGE_SCORING = ("sampled", "expected")  # how a judgement becomes a score (self_rewarding.judge_scoring)
 JUDGE_JUSTIFICATION = ("first", "after", "none")
