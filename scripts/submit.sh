@@ -28,7 +28,7 @@ for v in FROM TO SHARDS; do
 done
 [ "$SHARDS" -ge 1 ] || { echo "submit.sh: SHARDS must be >= 1" >&2; exit 2; }
 if [ "$SHARDS" -gt 1 ] && [ "$(.venv/bin/python -m selftrain.config "$CONFIG" method)" = distill ]; then
-  echo "submit.sh: SHARDS=$SHARDS: method distill samples Track B's prompt (distill_samples.py), which is not sharded; use SHARDS=1" >&2
+  echo "submit.sh: SHARDS=$SHARDS: CONFIG=$CONFIG has method distill, whose rounds sample Track B's prompt with distill_samples.py, which is not sharded; use SHARDS=1" >&2
   exit 2
 fi
 mkdir -p "$RESULTS/$RUN/logs"

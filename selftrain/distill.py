@@ -166,6 +166,21 @@ def reasoning_target(reply: str, draft_analysis: str) -> tuple[str | None, str]:
     return target, "ok"
 
 
+def kept_target(reply: dict, truth: str | None, draft_analysis: str) -> tuple[str | None, str]:
+    """The student's target from one teacher reply record (teacher.py's `response` and `teacher_answer`) and
+    "ok", or (None, why not): the one rule of which teacher replies the student is trained on.
+
+    Kept: a final assessment was parsed (`teacher_answer`, None for a reply cut off), it agrees with the
+    question's `truth`, and `reasoning_target` builds a target from the reply. Not kept: "unparsable",
+    "disagrees", or reasoning_target's "no_reasoning" / "verdict_lost"."""
+    answer = reply.get("teacher_answer")
+    if answer is None:
+        return None, "unparsable"
+    if answer != truth:
+        return None, "disagrees"
+    return reasoning_target(reply["response"], draft_analysis)
+
+
 def flip_verdict(text: str) -> str:
     """The teacher's reply with its final verdict turned round (**YES** <-> **NO**): the seed's "flipped
     preference", a rejected answer that differs from the chosen one only where it decides."""

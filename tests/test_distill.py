@@ -245,6 +245,38 @@ def test_a_reply_without_reasoning_or_whose_verdict_sits_in_the_analysis_gives_n
         reasoning_target(TEACHER, "before")
 
 
+def test_the_teacher_stage_measures_exactly_the_targets_the_validated_stage_keeps(smol_tokenizer_dir, tmp_path):
+    """One rule (kept_target) for both: the replies not kept carry the longest would-be targets, so the
+    teacher stage's longest target is the validated stage's only if it skips the same replies."""
+    from selftrain.checks import student_tokens
+    from selftrain.distill import kept_target
+    from selftrain.models import load_tokenizer
+    from selftrain.stages.teacher import longest_target
+
+    many = "".join(f"{k}. Step {k} of a long check.\n" for k in range(1, 30))
+    long_reply = TEACHER.replace("2. 68 is more than 60.\n", many)
+    drafts = [{**question(i, "yes"), "response": "Answer: Yes - big", "draft_answer": "yes", "split": "train"}
+              for i in range(5)]
+    replies = [{"id": f"q{i}", "prompt_id": f"q{i}", "finish_reason": finish, "teacher_answer": said, "response": text}
+               for i, (text, said, finish) in enumerate([
+                   (TEACHER, "yes", "stop"),  # kept
+                   (long_reply, None, "length"),  # cut off: no verdict read
+                   (long_reply.replace("**YES**", "**NO**"), "no", "stop"),  # disagrees with the truth
+                   ("## Teaching Analysis\n" + many + "\n## Final Assessment\nthe answer is: **YES**", "yes", "stop"),
+                   (TEACHER.replace("1. 17 * 4 = 68.", "1. 17 * 4 = 68, more than 60."), "yes", "stop")])]  # kept
+    config = load_config(None, {**YESNO, "balance_by": "", "base_model_path": smol_tokenizer_dir,
+                                "max_new_tokens": 1000})
+    assert [kept_target(r, "yes", "drop")[1] for r in replies] == ["ok", "unparsable", "disagrees", "no_reasoning", "ok"]
+    kept, m = validate_teacher(config, drafts, replies)
+    assert [r["id"] for r in kept] == ["q0", "q4"] and m["unparsable"] == 1 and m["no_reasoning"] == 1
+    assert m["teacher_agreement"] == 0.75  # 3 of the 4 parsed agree
+    tokenizer = load_tokenizer(smol_tokenizer_dir)
+    kept_counts = [student_tokens(config, tokenizer, r["target"]) for r in kept]
+    dropped = reasoning_target(long_reply, "drop")[0]
+    assert student_tokens(config, tokenizer, dropped) > max(kept_counts)
+    assert longest_target(config, drafts, replies, tmp_path / "teacher_outputs.jsonl") == max(kept_counts)
+
+
 @pytest.mark.parametrize("setting", ["drop", "after", "first"])
 def test_track_b_targets_start_with_the_reasoning_not_a_verdict_for_each_setting(setting, smol_tokenizer_dir):
     from selftrain.models import load_tokenizer

@@ -3,6 +3,8 @@
 Skipped, with the reason shown, when no cluster answers. Jobs run the real
 embedded model on a few problems; the node has 2 CPUs and every job asks for
 2, so jobs run one at a time, in submission order when they are free to start.
+submit.sh's refusals that stop before any sbatch call run without a cluster: a
+recording sbatch first on PATH shows that nothing was submitted.
 """
 from __future__ import annotations
 
@@ -38,8 +40,8 @@ def _cluster_answers() -> str | None:
     return None
 
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(_cluster_answers() is not None, reason=str(_cluster_answers()))]
+NO_CLUSTER = _cluster_answers()
+needs_cluster = pytest.mark.skipif(NO_CLUSTER is not None, reason=str(NO_CLUSTER))
 
 
 def clean_env() -> dict:
@@ -93,6 +95,8 @@ def stage_file(run_dir: Path, n: int, stage: str) -> Path:
     return it / json.loads((it / f"{stage}.done").read_text())["output"]
 
 
+@pytest.mark.slow
+@needs_cluster
 def test_one_iteration_with_sbatch_leaves_what_bash_and_make_leave(tmp_path):
     config = write_config(tmp_path / "slurm.json")
     local = run(["bash", "slurm/iter.sh", f"CONFIG={config}", "N=1", "RUN=local", f"RESULTS={tmp_path}"])
@@ -110,6 +114,8 @@ def test_one_iteration_with_sbatch_leaves_what_bash_and_make_leave(tmp_path):
     assert "job none (not under SLURM)" in next((local_dir / "logs").glob("iter_01_local.log")).read_text()
 
 
+@pytest.mark.slow
+@needs_cluster
 def test_chain_of_two_iterations_runs_in_order(tmp_path):
     config = write_config(tmp_path / "chain.json")
     proc = run(["bash", "scripts/submit.sh", f"CONFIG={config}", "RUN=chain", f"RESULTS={tmp_path}",
@@ -127,6 +133,8 @@ def test_chain_of_two_iterations_runs_in_order(tmp_path):
     assert (run_dir / "iter_02" / "eval.done").is_file()
 
 
+@pytest.mark.slow
+@needs_cluster
 def test_a_failed_first_job_leaves_nothing_pending(tmp_path):
     config = write_config(tmp_path / "broken.json", learning_rat=1e-4)  # a typo: every stage refuses it
     proc = run(["bash", "scripts/submit.sh", f"CONFIG={config}", "RUN=broken", f"RESULTS={tmp_path}",
@@ -140,6 +148,8 @@ def test_a_failed_first_job_leaves_nothing_pending(tmp_path):
     assert "unknown key 'learning_rat'" in (tmp_path / "broken" / "logs" / f"iter_01_{jobs[0]}.log").read_text()
 
 
+@pytest.mark.slow
+@needs_cluster
 def test_three_shard_array_and_merge_equal_the_unsharded_run(tmp_path):
     config = write_config(tmp_path / "shards.json")
     whole = run([str(REPO / ".venv" / "bin" / "python"), "create_data.py", "--config", str(config),
@@ -157,6 +167,8 @@ def test_three_shard_array_and_merge_equal_the_unsharded_run(tmp_path):
     assert stage_file(sharded, 1, "samples").read_bytes() == stage_file(tmp_path / "whole", 1, "samples").read_bytes()
 
 
+@pytest.mark.slow
+@needs_cluster
 def test_multinode_training_wrapper_runs_accelerate_under_srun(tmp_path):
     config = write_config(tmp_path / "multi.json", lora_dropout=0.0)
     run_dir = tmp_path / "multi"
@@ -171,3 +183,33 @@ def test_multinode_training_wrapper_runs_accelerate_under_srun(tmp_path):
     assert (run_dir / "iter_01" / "model" / "model.safetensors").is_file()
     log = (run_dir / "logs" / f"train_multinode_01_{job}.log").read_text()
     assert "nodes 1 x 2 processes, main localhost:" in log
+
+
+def recording_sbatch(tmp_path: Path) -> tuple[dict, Path]:
+    """An environment whose first sbatch on PATH submits nothing: it appends its arguments to the returned
+    file and fails."""
+    calls = tmp_path / "sbatch_calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\necho "$*" >> "{calls}"\necho "recording sbatch: no cluster" >&2\nexit 1\n')
+    (bin_dir / "sbatch").chmod(0o755)
+    return {**clean_env(), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}, calls
+
+
+def test_submit_refuses_shards_for_method_distill_before_submitting_or_writing(tmp_path):
+    env, calls = recording_sbatch(tmp_path)
+    results = tmp_path / "results"
+
+    def submit(config: str, shards: int) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "scripts/submit.sh", f"CONFIG={config}", f"RESULTS={results}", f"SHARDS={shards}"],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+
+    refused = submit("configs/distill_tiny.yaml", 2)
+    assert refused.returncode == 2
+    assert refused.stderr == ("submit.sh: SHARDS=2: CONFIG=configs/distill_tiny.yaml has method distill, whose rounds "
+                              "sample Track B's prompt with distill_samples.py, which is not sharded; use SHARDS=1\n")
+    assert refused.stdout == "" and not calls.exists() and not results.exists()  # nothing submitted or written
+    for config, shards in (("configs/distill_tiny.yaml", 1), ("configs/tiny.yaml", 2)):  # the guard is this case only
+        passed = submit(config, shards)
+        assert passed.returncode == 1 and passed.stderr.endswith("recording sbatch: no cluster\n"), passed.stderr
+    assert len(calls.read_text().splitlines()) == 2  # each reached its first sbatch call

@@ -3,7 +3,8 @@
   --kind validated   every teacher reply parsed (`## Final Assessment ... **YES**/**NO**`; none: unparsable,
                      never guessed) and compared with the truth, and its student target built
                      (distill.reasoning_target, `distill.draft_analysis`: the reasoning first, the part that
-                     judges the draft dropped or after the verdict); kept: parsed, not cut off, agreeing,
+                     judges the draft dropped or after the verdict); kept (distill.kept_target, the rule
+                     the teacher stage's length check applies too): parsed, not cut off, agreeing,
                      with a target (a reply without a Step-by-Step Reasoning section, or whose target
                      would lose its verdict, is counted as no_reasoning / verdict_lost and not kept). With
                      `balance_by: answer` (the default of method distill) the kept set is brought back to
@@ -33,8 +34,8 @@ from __future__ import annotations
 
 from selftrain.cli import base_parser, resolve_config, run
 from selftrain.config import Config
-from selftrain.distill import (FIRST_ROUND, expected, flip_verdict, gold_teacher_reply, reasoning_target,
-                               teacher_record, teacher_spec, track_a_record, track_b_record)
+from selftrain.distill import (FIRST_ROUND, expected, flip_verdict, gold_teacher_reply, kept_target, teacher_record,
+                               teacher_spec, track_a_record, track_b_record)
 from selftrain.errors import InputError
 from selftrain.logging import log
 from selftrain.metrics import counts
@@ -108,44 +109,44 @@ def validate_teacher(config: Config, drafts: list[dict], replies: list[dict]) ->
     """The kept training questions (draft + agreeing teacher reply + the student's `target` built from it)
     and the validation metrics."""
     by_id = {d["id"]: d for d in drafts}
-    rows = []
+    setting, rows, targeted = config.distill.draft_analysis, [], []
+    why_not = {"unparsable": 0, "disagrees": 0, "no_reasoning": 0, "verdict_lost": 0}
     for reply in replies:
         draft = by_id.get(reply["prompt_id"])
         if draft is None:
             raise InputError(f"teacher reply {reply['id']}: no draft with id {reply['prompt_id']!r} in the drafts")
-        rows.append({"id": draft["id"], "prompt": draft["prompt"], "metadata": draft["metadata"],
-                     "draft": draft["response"], "draft_answer": draft.get("draft_answer"),
-                     "teacher_response": reply["response"], "teacher_answer": reply.get("teacher_answer"),
-                     "teacher_finish_reason": reply["finish_reason"]})
-    parsed = [r for r in rows if r["teacher_answer"] is not None]
-    agree = [r for r in parsed if r["teacher_answer"] == expected(r)]
-    unparsable, truncated = len(rows) - len(parsed), sum(r["teacher_finish_reason"] == "length" for r in rows)
-    before = counts(rows, "answer")
-    setting, targeted, no_target = config.distill.draft_analysis, [], {"no_reasoning": 0, "verdict_lost": 0}
-    for r in agree:
-        target, why = reasoning_target(r["teacher_response"], setting)
+        row = {"id": draft["id"], "prompt": draft["prompt"], "metadata": draft["metadata"],
+               "draft": draft["response"], "draft_answer": draft.get("draft_answer"),
+               "teacher_response": reply["response"], "teacher_answer": reply.get("teacher_answer"),
+               "teacher_finish_reason": reply["finish_reason"]}
+        rows.append(row)
+        target, why = kept_target(reply, expected(draft), setting)
         if target is None:
-            no_target[why] += 1
+            why_not[why] += 1
         else:
-            targeted.append({**r, "target": target})
+            targeted.append({**row, "target": target})
+    unparsable, truncated = why_not["unparsable"], sum(r["teacher_finish_reason"] == "length" for r in rows)
+    parsed, agree = len(rows) - unparsable, len(rows) - unparsable - why_not["disagrees"]
+    before = counts(rows, "answer")
+    no_target = {why: why_not[why] for why in ("no_reasoning", "verdict_lost")}
     if not targeted:
         raise InputError(f"validated: no teacher reply is kept: of {len(rows)} replies {unparsable} have no final "
-                         f"assessment ({truncated} cut off at distill.teacher_max_tokens), {len(parsed) - len(agree)} "
+                         f"assessment ({truncated} cut off at distill.teacher_max_tokens), {why_not['disagrees']} "
                          f"disagree with the truth, {no_target['no_reasoning']} have no Step-by-Step Reasoning "
                          f"section and {no_target['verdict_lost']} lose their verdict as targets "
                          f"(distill.draft_analysis {setting}): nothing to train the student on")
     kept = balanced(config, targeted, before, "validated")
     filtered, after = counts(targeted, "answer"), counts(kept, "answer")
     metrics = {"replies": len(rows), "unparsable": unparsable, "truncated": truncated,
-               "teacher_agreement": round(len(agree) / len(parsed), 4) if parsed else None,
-               "teacher_agreement_of_all": round(len(agree) / len(rows), 4),
+               "teacher_agreement": round(agree / parsed, 4) if parsed else None,
+               "teacher_agreement_of_all": round(agree / len(rows), 4),
                "teacher_said": counts([{"s": str(r["teacher_answer"]).lower()} for r in rows], "s"),
                "draft_analysis": setting, **no_target,
                "classes_before": before, "classes_filtered": filtered, "classes_kept": after,
                "ratio_before": ratio(before), "ratio_filtered": ratio(filtered), "ratio_kept": ratio(after),
                "balance_by": config.balance_by, "kept": len(kept),
                "draft_accuracy": round(sum(r["draft_answer"] == expected(r) for r in rows) / len(rows), 4)}
-    log(f"validated: teacher agrees on {len(agree)} of {len(parsed)} parsed ({metrics['unparsable']} unparsable), "
+    log(f"validated: teacher agrees on {agree} of {parsed} parsed ({metrics['unparsable']} unparsable), "
         f"{len(targeted)} with a target ({no_target['no_reasoning']} without reasoning, {no_target['verdict_lost']} "
         f"lose the verdict; draft_analysis {setting}); yes/no {metrics['ratio_before']} -> filtered "
         f"{metrics['ratio_filtered']} -> kept {metrics['ratio_kept']}")

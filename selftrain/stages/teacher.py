@@ -16,10 +16,10 @@ run's requests, prompt and completion tokens (the server's `usage`) and an estim
 sends nothing: it prints what would be sent and its estimated tokens and cost, and writes nothing.
 A teacher behind a remote URL needs its key (`teacher_generation.api_key_env`, OPENAI_API_KEY by
 default), checked before any request; the key is never written or logged.
-The targets the student may be trained on (`distill.reasoning_target` of each finished reply that agrees
-with the truth) must fit in the student's `max_new_tokens` as the student's tokenizer counts them
-(`checks.check_targets_fit`), else the stage stops naming the reply's line; the replies stay on disk, so
-a rerun with a larger limit sends nothing.
+The targets the student may be trained on (`distill.kept_target`: the reasoning_target of each finished
+reply that agrees with the truth) must fit in the student's `max_new_tokens` as the student's tokenizer
+counts them (`checks.check_targets_fit`), else the stage stops naming the reply's line; the replies stay
+on disk, so a rerun with a larger limit sends nothing.
 Output records: id, prompt_id (the question), prompt_text (the teacher prompt as rendered),
 response (the teacher's reply), finish_reason, num_tokens, teacher, teacher_answer (yes / no / null).
 
@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 from selftrain.checks import check_targets_fit
 from selftrain.cli import base_parser, resolve_config, run
 from selftrain.config import Config, GenerationConfig
-from selftrain.distill import (TRAINED_TEACHER, expected, reasoning_target, teacher_answer, teacher_record,
+from selftrain.distill import (TRAINED_TEACHER, expected, kept_target, teacher_answer, teacher_record,
                                teacher_run_dir, teacher_spec)
 from selftrain.errors import InputError
 from selftrain.generation.base import SamplingParams
@@ -182,9 +182,9 @@ def dry_run(config: Config, jobs: list[dict], done: set[str], output_path, token
 
 
 def longest_target(config: Config, drafts: list[dict], rows: list[dict], output_path) -> int | None:
-    """The student-token count of the longest target the student may be trained on (the `reasoning_target`
-    of a finished reply that agrees with the truth: what distill_data keeps), None without one; an
-    InputError naming the reply's line (`check_targets_fit`) when one does not fit in max_new_tokens."""
+    """The student-token count of the longest target the student may be trained on (`kept_target`: what
+    distill_data's validated stage keeps), None without one; an InputError naming the reply's line
+    (`check_targets_fit`) when one does not fit in max_new_tokens."""
     from selftrain.models import load_tokenizer
 
     try:
@@ -193,10 +193,9 @@ def longest_target(config: Config, drafts: list[dict], rows: list[dict], output_
         raise InputError(f"teacher: {exc}") from None
     targets = []
     for line, r in enumerate(rows, 1):
-        if r["teacher_answer"] is not None and r["teacher_answer"] == truth.get(r["prompt_id"]):
-            target, _ = reasoning_target(r["response"], config.distill.draft_analysis)
-            if target is not None:
-                targets.append((line, target))
+        target, _ = kept_target(r, truth.get(r["prompt_id"]), config.distill.draft_analysis)
+        if target is not None:
+            targets.append((line, target))
     if not targets:
         return None
     return max(check_targets_fit(config, load_tokenizer(config.base_model_path), targets, output_path))
