@@ -9,6 +9,7 @@
 #   make expert-iteration EXIT_ITER=3  seed 002: train on all vs on correct samples of one iteration, compare
 #   make submit ROUNDS=3 SHARDS=4  the same iterations as SLURM jobs chained with afterok (slurm/, scripts/)
 #   make test                      the test suite
+#   make docs                      docs/configuration.md from selftrain/config.py
 # Every stage output is a file target with a completion marker: a rerun redoes only what is missing.
 # Targets that run stages re-enter make with METHOD read from the config (after setup), which includes
 # mk/common.mk and mk/$(METHOD).mk; `make METHOD=x results/<run>/iter_NN/<stage>.done` builds one marker.
@@ -44,7 +45,7 @@ num = $(shell expr $(1) + 0)
 # iteration N generates with iteration N-1's model (the base model for N=1)
 generator_dep = $(if $(filter 01,$(1)),,$(RUN_DIR)/iter_$(call prev,$(1))/model.done)
 
-.PHONY: help setup setup-test setup-vllm iter rounds demo demo-self-rewarding demo-iterative-dpo demo-distill distill-checks report test clean-run bench bench-train expert-iteration submit
+.PHONY: help setup setup-test setup-vllm iter rounds demo demo-self-rewarding demo-iterative-dpo demo-distill distill-checks report test clean-run bench bench-train expert-iteration submit docs
 .DEFAULT_GOAL := help
 .SECONDEXPANSION:
 .DELETE_ON_ERROR:
@@ -161,6 +162,9 @@ distill-checks: | setup $(CONFIG)  ## seed 003's validation: draft attribution a
 	@+$(with_method) $(foreach i,$(shell seq 0 $(ROUNDS)),$(RUN_DIR)/iter_$(call two,$(i))/eval.done) \
 	  $(RUN_DIR)/iter_02/attribution.done $(RUN_DIR)/iter_$(call two,$(ROUNDS))/attribution.done \
 	  $(RUN_DIR)/iter_$(call two,$(ROUNDS))/question_quality.done
+
+docs: | setup  ## docs/configuration.md, generated from selftrain/config.py (a test fails when it is out of date)
+	$(PY) -m selftrain.config_doc docs/configuration.md
 
 test: | setup setup-test  ## the test suite (unit tests with tiny models + an end-to-end make iter)
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests

@@ -5,7 +5,8 @@ environment, DISTILL_ENV) < command-line flags. Unknown
 keys and bad values stop the stage with a message naming the file and key.
 Each section validates itself; combinations that cannot run on this machine
 or with this reward are refused by `selftrain.checks.check_runnable`.
-Every key is listed with its meaning in the README ("Configuration").
+Each key's help is the comment on its line (or the lines above it): docs/configuration.md is generated
+from them (`make docs`, selftrain/config_doc.py).
 """
 from __future__ import annotations
 
@@ -60,13 +61,13 @@ class TaskConfig:
     compliance a program checks; its IFT, EFT and judge-eval splits are sized in `self_rewarding`) or
     yesno (StrategyQA-like yes/no questions with an implicit step, balanced 50/50; distillation's)."""
 
-    name: str = "arithmetic"
-    difficulties: list[str] = field(default_factory=lambda: ["easy"])
-    n_train: int = 1000
-    n_test: int = 200
+    name: str = "arithmetic"  # arithmetic | ifeval | yesno
+    difficulties: list[str] = field(default_factory=lambda: ["easy"])  # arithmetic: the levels drawn, in turn
+    n_train: int = 1000  # training prompts (ifeval: the iterations' pool; yesno: the train split)
+    n_test: int = 200  # held-out evaluation prompts, disjoint from every other split
     n_dev: int = 0  # yesno only: a dev split, disjoint from train and test
     level: str = YESNO_LEVELS[0]  # yesno only: its question shapes, mixed (the harder twelve) or sums (two-digit)
-    seed: int = 0
+    seed: int = 0  # the generator's seed: the same seed and sizes give the same prompts
 
     def validate(self, where: str) -> None:
         for i, level in enumerate(self.difficulties):
@@ -83,10 +84,10 @@ class TaskConfig:
 
 @dataclass
 class DatasetConfig:
-    path: str = ""
-    name: str = ""
-    difficulty: str = ""
-    weight: float = 1.0
+    path: str = ""  # a JSONL / JSON file, a folder of <split>.jsonl, or a hub id (required)
+    name: str = ""  # the name its records carry as `dataset` (metrics, balance_by); empty: the file's stem
+    difficulty: str = ""  # given to this dataset's records that carry none (easy | medium | hard | expert)
+    weight: float = 1.0  # random_weighted: this dataset's relative share of the draws
     format: str = "auto"  # auto | seed000 | gsm8k
     split: str = "train"  # for hub ids
 
@@ -104,13 +105,13 @@ class DatasetConfig:
 class RewardConfig:
     """`reward_config` of seed 000, plus the knobs each reward type needs (README: "Rewards")."""
 
-    type: str = "rule_based"
-    rule_type: str = "math"
+    type: str = "rule_based"  # local | api | script | rule_based
+    rule_type: str = "math"  # rule_based: math | code | json | regex | ifeval | yesno
     # rule_based / code: sandboxed Python run once per test case
-    code_timeout: float = 5.0  # wall-clock seconds per test case
-    code_memory_mb: int = 512  # address-space limit per run
-    code_max_output_kb: int = 64  # stdout kept per run; more is an error (scored as failed)
-    code_workers: int = 2  # test cases run in parallel (processes)
+    code_timeout: float = 5.0  # code: wall-clock seconds per test case
+    code_memory_mb: int = 512  # code: address-space limit per run
+    code_max_output_kb: int = 64  # code: stdout kept per run; more is an error (scored as failed)
+    code_workers: int = 2  # code: test cases run in parallel (processes)
     # rule_based / json: optional JSON schema (a mapping here, or metadata.json_schema per record)
     json_schema: dict = field(default_factory=dict)
     # rule_based / regex: pattern (or metadata.regex_pattern per record); search anywhere or fullmatch
@@ -118,19 +119,19 @@ class RewardConfig:
     regex_mode: str = "search"  # search | fullmatch
     # local: Hugging Face sequence-classification reward model
     model_path: str = "OpenAssistant/reward-model-deberta-v3-large-v2"
-    reward_batch_size: int = 16
-    reward_max_length: int = 512  # tokens of prompt + response; longer inputs lose the prompt's start first
+    reward_batch_size: int = 16  # local: prompt + response pairs scored per forward pass
+    reward_max_length: int = 512  # local: tokens of prompt + response; longer inputs lose the prompt's start first
     # api: POST {"items": [{prompt, response}]} -> {"scores": [...]}
-    api_endpoint: str = ""
-    api_key: str = ""  # or the environment variable named by api_key_env; never written anywhere
-    api_key_env: str = "SELFTRAIN_REWARD_API_KEY"
-    api_timeout: float = 30.0
-    api_batch_size: int = 10
-    api_max_retries: int = 5  # on timeouts, connection errors, 429 and 5xx, with exponential backoff
+    api_endpoint: str = ""  # api: the scoring service's URL
+    api_key: str = ""  # api: the key (or api_key_env's variable); never written anywhere
+    api_key_env: str = "SELFTRAIN_REWARD_API_KEY"  # api: environment variable read for the key when api_key is empty
+    api_timeout: float = 30.0  # api: seconds per request
+    api_batch_size: int = 10  # api: items per request
+    api_max_retries: int = 5  # api: retries on timeouts, connection errors, 429 and 5xx, with backoff
     # script: the seed's custom-script contract (--input, --output, --function)
-    script_path: str = ""
-    script_function: str = "score"
-    script_timeout: float = 3600.0
+    script_path: str = ""  # script: the scorer, run as python SCRIPT --input IN --output OUT --function F
+    script_function: str = "score"  # script: the value of --function
+    script_timeout: float = 3600.0  # script: seconds the whole run may take
 
     def validate(self, where: str) -> None:
         _one_of(where, "reward_config.type", self.type, REWARD_TYPES)
@@ -229,10 +230,10 @@ class DPOSection:
         """One phase of `dpo.schedule`. trim: before the phase, the share of the whole pair set with the
         highest DPO loss under the current policy is dropped for this phase (floor(trim * pairs))."""
 
-        epochs: float = 0.0  # 0.0 / "": not given (each phase gives its own epochs, beta and loss_type)
-        beta: float = 0.0
-        loss_type: str = ""
-        trim: float = 0.0
+        epochs: float = 0.0  # this phase's epochs (required: the 0.0 / "" defaults mean not given)
+        beta: float = 0.0  # this phase's DPO beta (required)
+        loss_type: str = ""  # this phase's loss, any value dpo.loss_type takes (required)
+        trim: float = 0.0  # share in [0, 1) of the highest-loss pairs left out of this phase
 
     # sigmoid (DPO) | cal_dpo | dr_dpo | batch_centred (selftrain/dpo_losses.py), or a loss type of TRL's DPOTrainer
     loss_type: str = "sigmoid"
@@ -240,10 +241,10 @@ class DPOSection:
     cal_weight: float = 1.0  # Cal-DPO's calibration weight: 1 = the paper and Cal-DPO org code (tengxiao1: 0.5)
     dr_beta: float = 1.0  # Dr-DPO's beta': large -> DPO's mean, small -> down-weights high-loss (noisy) pairs
     centre_ema: float = 0.0  # batch_centred: gamma of a running mean margin (beta-DPO's 0.9); 0: the batch's own
-    learning_rate: float = 5e-5  # a LoRA rate; the papers' 5e-7..1e-6 are for full fine-tuning
-    num_train_epochs: float = 1.0  # one pass over the round's own pairs (Cal-DPO's zephyr recipe: 1 epoch)
+    learning_rate: float = 5e-5  # DPO's rate, a LoRA rate (the papers' 5e-7..1e-6 are for full fine-tuning)
+    num_train_epochs: float = 1.0  # DPO epochs: one pass over the round's own pairs (Cal-DPO's zephyr recipe)
     train_batch_size: int = 4  # pairs per device step (Dr-DPO aggregates over this micro-batch)
-    gradient_accumulation_steps: int = 1
+    gradient_accumulation_steps: int = 1  # pair micro-batches per optimizer step
     max_length: int = 1024  # tokens of prompt + completion; longer pairs are skipped (cutting would drop the EOS)
     label_smoothing: float = 0.0  # TRL's robust (rDPO, < 0.5) and exo_pair (> 0, needed) take it; ours ignore it
     schedule: list[Phase] = field(default_factory=list)  # the phases, in order; empty: one phase (above)
@@ -318,15 +319,15 @@ class SelfRewardingConfig:
     eft_repeats: int = 1  # each EFT example this many times in M1's training file (EFT epochs within one SFT)
     # Self-Instruct (paper §3.1.2): iteration t >= 2's prompts written by M_{t-1}, few-shot from seed prompts,
     # unusable and near-duplicate requests dropped, the ifeval task's instructions attached (selftrain/self_instruct.py)
-    self_instruct: bool = False  # false: each iteration takes samples_per_round prompts of the task's pool
+    self_instruct: bool = False  # true: iterations t >= 2 take prompts M_{t-1} writes; false: the pool's
     self_instruct_file: str = ""  # seed prompts, JSONL with a `prompt` per line; empty: the task's IFT split
     self_instruct_shots: int = 4  # seed requests shown per request (paper: 8; 4 keeps a 135M model's prompt short)
     self_instruct_prompts: int = 0  # requests written per iteration; 0: as many as the round takes (samples_per_round)
     # the judge: M_{t-1} with the additive 5-point rubric (paper: 3 samples at T 0.7, top-p 0.9)
     judge_template: str = ""  # a file with {prompt} and {response}; empty: the paper's rubric (judging.py)
     judge_samples: int = 3  # judgements per candidate; its score is the mean of the parsed ones
-    judge_temperature: float = 0.7
-    judge_top_p: float = 0.9
+    judge_temperature: float = 0.7  # sampling temperature of the judgements (paper: 0.7)
+    judge_top_p: float = 0.9  # top-p of the judgements (paper: 0.9)
     judge_max_new_tokens: int = 160  # "up to 100 words" of justification, then the score line
     # sampled: judge_samples sampled judgements, each parsed for "Score: N", averaged (the paper);
     # expected: the probability-weighted mean of the score tokens 0..5 after "Score:" (G-Eval), one greedy pass
@@ -397,19 +398,19 @@ class DistillConfig:
     # train splits of task.n_test, n_dev, n_train (seeded); empty: the built-in task yesno
     dataset: str = ""
     train_samples: int = 200  # training questions drafted and sent to the teacher (0: all)
-    draft_max_new_tokens: int = 64  # the draft is two short lines
+    draft_max_new_tokens: int = 64  # reply limit of a draft (MAX_NEW_TOKENS; the draft is two short lines)
     draft_temperature: float = 0.0  # drafts of train and test questions alike (0: greedy)
     # the teacher: a local checkpoint or hub id (local backends), the name a server knows (openai), or
     # "trained": a teacher this run trains first on the reasoning of held-apart questions (the offline demo)
     teacher_model: str = ""
-    teacher_generation: GenerationConfig = field(default_factory=GenerationConfig)
-    teacher_system_prompt: str = "You are a patient, exact teacher."
+    teacher_generation: GenerationConfig = field(default_factory=GenerationConfig)  # the teacher's own generation section
+    teacher_system_prompt: str = "You are a patient, exact teacher."  # the system turn of every teacher request
     teacher_sees_facts: bool = False  # the question's facts (StrategyQA's `facts`) in the teacher's prompt
-    teacher_max_tokens: int = 150
-    teacher_temperature: float = 0.3
+    teacher_max_tokens: int = 150  # reply limit of a teacher request, in the teacher's tokens (GPT4_MAX_TOKENS)
+    teacher_temperature: float = 0.3  # sampling temperature of the teacher (GPT4_TEMPERATURE)
     teacher_requires_key: str = "auto"  # auto: a key unless the server is on loopback | always | never
     price_input_per_mtok: float = 0.0  # teacher price per million prompt tokens (the estimated cost)
-    price_output_per_mtok: float = 0.0  # ... per million completion tokens
+    price_output_per_mtok: float = 0.0  # teacher price per million completion tokens
     dry_run: bool = False  # print what would be sent and its estimated tokens; send nothing
     teacher_train_questions: int = 300  # teacher_model "trained": questions of the task's dev split
     teacher_train_epochs: float = 2.0  # teacher_model "trained": its SFT epochs (the rest: the top-level keys)
@@ -420,19 +421,19 @@ class DistillConfig:
     # Phase C, iterations 3..num_rounds (one round each): the round's pairs, of the kinds switched on
     on_policy_pairs: bool = True  # M_{t-1}'s own samples on Track B's prompt: a correct reply vs a wrong one
     policy_samples: int = 8  # samples per training question and round
-    policy_temperature: float = 1.0
+    policy_temperature: float = 1.0  # sampling temperature of Phase C's samples (> 0)
     draft_pairs: bool = False  # chosen = the teacher's target, rejected = the student's draft where it is wrong
     flipped_pairs: bool = False  # where no draft pair is made: rejected = the target with its verdict flipped
     max_pairs: int = 0  # Phase C: at most this many pairs per round, a seeded sample keeping the class shares (0: all)
     # the attribution check (attribution.py, seed 003's validation table): integrated gradients of a reply's verdict
     # over its Track B prompt, the share on the draft's tokens
-    attribution_questions: int = 20  # the first N test questions (0: every one)
-    attribution_steps: int = 16  # integration steps (Gauss-Legendre); the results' convergence delta says if enough
-    attribution_batch_size: int = 8  # integration steps per forward/backward pass: bounds memory
+    attribution_questions: int = 20  # attribution: the first N test questions (0: every one)
+    attribution_steps: int = 16  # attribution: integration steps (Gauss-Legendre); the convergence delta says if enough
+    attribution_batch_size: int = 8  # attribution: integration steps per forward/backward pass (bounds memory)
     # question-quality win-rate (question_quality.py): the teacher judges the clarifying questions of the first N
     # test drafts, before vs after training (0: every test draft); its reply: a reason, then "Better: A|B"
     question_quality_questions: int = 0
-    question_quality_max_tokens: int = 200
+    question_quality_max_tokens: int = 200  # reply limit of each question-quality judgement (greedy)
 
     def validate(self, where: str) -> None:
         def bad(key: str, message: str) -> InputError:
@@ -506,25 +507,27 @@ def distill_env_overrides(environ) -> dict:
 @dataclass
 class Config:
     # --- seed 000 ---
-    name: str = "star"
-    method: str = "star"  # the stage chain: star | expert_iteration (STaR without rationalization) | self_rewarding
-    base_model_path: str = "smollm2-135m"
-    reward_config: RewardConfig = field(default_factory=RewardConfig)
-    datasets: list[DatasetConfig] = field(default_factory=list)  # empty: the embedded `task`
-    dataset_selection_strategy: str = "sequential"
-    enable_difficulty_curriculum: bool = False
+    name: str = "star"  # the run's name (informational; the run folder is named by RUN)
+    method: str = "star"  # mk/<method>.mk: star | expert_iteration | self_rewarding | iterative_dpo | distill
+    base_model_path: str = "smollm2-135m"  # model M0: smollm2-135m (embedded), a local checkpoint or a hub id
+    reward_config: RewardConfig = field(default_factory=RewardConfig)  # how samples are scored
+    datasets: list[DatasetConfig] = field(default_factory=list)  # prompt files (seed 000); empty: the built-in `task`
+    dataset_selection_strategy: str = "sequential"  # sequential | difficulty_curriculum | round_robin | random_weighted
+    enable_difficulty_curriculum: bool = False  # seed 000's switch; true needs the difficulty_curriculum strategy
+    # difficulty_curriculum: round r takes level [r-1] (the last one after the list ends); empty: the levels
+    # present, easiest first, spread over num_rounds
     difficulty_progression: list[str] = field(default_factory=list)
     samples_per_round: int = 0  # prompts per round; 0 = all
-    num_rounds: int = 3
-    num_generations_per_prompt: int = 4
-    filter_strategy: str = "correct"
-    filter_top_k_percent: float = 20.0
-    filter_threshold: float = 0.5
-    training_method: str = "lora"
-    learning_rate: float = 2e-4
-    num_train_epochs: float = 2.0
+    num_rounds: int = 3  # iterations of `make rounds` after the iteration-0 baseline
+    num_generations_per_prompt: int = 4  # samples per prompt in stage 1 (the DPO methods' candidates)
+    filter_strategy: str = "correct"  # which samples are kept: correct | top_k_percent | threshold | best_of_n | none
+    filter_top_k_percent: float = 20.0  # top_k_percent: the share of all samples kept, by reward_score
+    filter_threshold: float = 0.5  # threshold: samples with reward_score >= this are kept
+    training_method: str = "lora"  # lora | qlora (4-bit NF4 base, bitsandbytes) | full
+    learning_rate: float = 2e-4  # SFT learning rate (DPO's: dpo.learning_rate)
+    num_train_epochs: float = 2.0  # SFT epochs of an iteration's model (DPO's: dpo.num_train_epochs)
     # --- data ---
-    task: TaskConfig = field(default_factory=TaskConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)  # the built-in seeded task, used when datasets is empty
     test_file: str = ""  # evaluation data when `datasets` is used; empty: the task's test split
     max_samples: int = 0  # cap on training prompts per round; 0 = all
     # iteration t runs round t + round_offset: that round's prompts (dataset_selection_strategy) and random
@@ -532,30 +535,30 @@ class Config:
     round_offset: int = 0
     eval_max_samples: int = 0  # cap on evaluation prompts; 0 = all
     eval_holdout: float = 0.1  # with `datasets` and no test_file: this share of each dataset is held out for eval
-    seed: int = 0
+    seed: int = 0  # seed of sampling (one stream per request), training and the seeded draws
     # --- prompt (one builder for every stage) ---
-    k: int = 0  # few-shot examples
+    k: int = 0  # few-shot examples in every prompt
     system_prompt: str = (
         "Solve the problem. Think step by step, briefly, then give the final answer "
         "on the last line as 'Answer: <number>'."
-    )
+    )  # the system turn of every prompt (a record's own system message replaces it)
     few_shot_file: str = ""  # JSONL of {prompt, response}; empty: built-in math examples
-    use_chat_template: bool = True
+    use_chat_template: bool = True  # the tokenizer's chat template; false: a plain Question:/Solution: layout
     # --- generation ---
-    temperature: float = 0.7
-    top_p: float = 1.0
-    top_k: int = 0
-    max_new_tokens: int = 128
+    temperature: float = 0.7  # sampling temperature of the generating stages; evaluation is greedy
+    top_p: float = 1.0  # top-p of the generating stages (1.0: off)
+    top_k: int = 0  # top-k of the generating stages (0: off)
+    max_new_tokens: int = 128  # reply limit; replies cut off here are never trained on
     batch_size: int = 64  # generation rows in flight
-    eval_batch_size: int = 64
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
-    dpo: DPOSection = field(default_factory=DPOSection)
-    self_rewarding: SelfRewardingConfig = field(default_factory=SelfRewardingConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
-    iterative_dpo: IterativeDPOConfig = field(default_factory=IterativeDPOConfig)
+    eval_batch_size: int = 64  # evaluation rows in flight
+    generation: GenerationConfig = field(default_factory=GenerationConfig)  # who writes the replies
+    dpo: DPOSection = field(default_factory=DPOSection)  # preference training (train_dpo.py)
+    self_rewarding: SelfRewardingConfig = field(default_factory=SelfRewardingConfig)  # method self_rewarding's settings
+    distill: DistillConfig = field(default_factory=DistillConfig)  # method distill's settings
+    iterative_dpo: IterativeDPOConfig = field(default_factory=IterativeDPOConfig)  # method iterative_dpo's settings
     dtype: str = "auto"  # auto | bf16 | fp32 | fp16 (GPU)
     # --- STaR ---
-    rationalize: bool = True
+    rationalize: bool = True  # STaR stage 2: retry unsolved prompts with the answer as a hint
     rationalization_samples: int = 1  # hinted attempts per unsolved prompt
     max_per_prompt: int = 4  # kept training examples per prompt
     # --- selection: balance the kept set across classes (seed 003: filtering skewed yes/no 28/72) ---
@@ -563,21 +566,22 @@ class Config:
     balance_method: str = "downsample"  # downsample: every class to the smallest; upsample: repeat to the largest
     init: str = "base"  # base: train M_i from M_0 (STaR); previous: from M_{i-1}
     # --- training ---
-    train_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    warmup_ratio: float = 0.05
-    lr_scheduler_type: str = "cosine"
-    weight_decay: float = 0.0
+    train_batch_size: int = 8  # SFT examples per device step
+    gradient_accumulation_steps: int = 1  # SFT micro-batches per optimizer step
+    warmup_ratio: float = 0.05  # share of the training steps spent warming the learning rate up
+    lr_scheduler_type: str = "cosine"  # a scheduler name of transformers' TrainingArguments (cosine, linear, ...)
+    weight_decay: float = 0.0  # the optimizer's weight decay
     optim: str = "adamw_torch"  # any optimizer name of transformers' TrainingArguments (e.g. sgd, adamw_8bit)
-    max_seq_length: int = 1024  # room for k=10 few-shot prompts plus the reply
+    max_seq_length: int = 1024  # SFT example limit in tokens, longer ones skipped (room for k=10 and a reply)
     padding_free: bool = False  # each batch as one packed row (TRL padding_free): no compute on padding
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: str = "all-linear"
-    logging_steps: int = 1
-    # trackers the SFT and DPO trainers report to, and the round metrics after each evaluation (selftrain/tracking.py)
-    report_to: list[str] = field(default_factory=lambda: ["none"])  # none | tensorboard, wandb, mlflow, trackio
+    lora_r: int = 16  # LoRA rank
+    lora_alpha: int = 32  # LoRA alpha (the update is scaled by alpha / r)
+    lora_dropout: float = 0.05  # dropout on the LoRA layers' input
+    lora_target_modules: str = "all-linear"  # all-linear, or a comma-separated list of module names to adapt
+    logging_steps: int = 1  # training steps between logged losses
+    # none, or the trackers (tensorboard, wandb, mlflow, trackio) the SFT and DPO trainings report to, with each
+    # iteration's round metrics at step = iteration (selftrain/tracking.py; local files in <run>/tracker/)
+    report_to: list[str] = field(default_factory=lambda: ["none"])
 
     def validate(self, where: str = "config") -> "Config":
         """Check each value (each section checks its own); checks.check_runnable: what cannot run here."""

@@ -9,8 +9,8 @@
 # stage launches for its own model on a free loopback port and stops when it ends
 # (selftrain/generation/server.py). The stages are the same Make targets as `make iter`.
 #
-#   sbatch slurm/vllm_generate.sh CONFIG=configs/x_vllm.yaml N=1 [RUN=name] [RESULTS=results]
-#   bash slurm/vllm_generate.sh CONFIG=configs/x_vllm.yaml N=1          # the same without SLURM
+#   sbatch slurm/vllm_generate.sh CONFIG=recipes/star-gsm8k-llama3.2-3b.yaml N=1 [RUN=name] [RESULTS=results]
+#   bash slurm/vllm_generate.sh CONFIG=recipes/star-gsm8k-llama3.2-3b.yaml N=1          # the same without SLURM
 #
 # CONFIG must select the server itself (the Makefile passes no config overrides to the stages):
 #   generation:

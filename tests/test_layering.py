@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 LAYERS = [
     ["selftrain", "selftrain.errors", "selftrain.logging", "selftrain.memory"],  # "selftrain": the (empty) package __init__
     ["selftrain.records", "selftrain.answers", "selftrain.sandbox"],
-    ["selftrain.config"],
+    ["selftrain.config", "selftrain.config_doc"],
     ["selftrain.http", "selftrain.prompts", "selftrain.ifeval_checks", "selftrain.data", "selftrain.tasks.*", "selftrain.rewards.*",
      "selftrain.models", "selftrain.metrics", "selftrain.judging", "selftrain.generation.*", "selftrain.runs", "selftrain.checks",
      "selftrain.training", "selftrain.tracking", "selftrain.dpo_losses", "selftrain.self_rewarding", "selftrain.self_instruct", "selftrain.distill",
