@@ -7,7 +7,7 @@
 #
 # Settings: MODEL_PATH (default smollm2-135m), OUTPUT (default data/eft.json), N_PROMPTS, N_SAMPLES, CONFIG.
 # The paper keeps the SFT baseline's own judgements whose ranking agrees with human rankings; here the
-# targets are the rule-checked truth (README "Self-Rewarding").
+# targets are the rule-checked truth (docs/methods/self-rewarding.md).
 set -euo pipefail
 USAGE_FROM=${BASH_SOURCE[0]}
 KIND=eft

@@ -103,7 +103,7 @@ class DatasetConfig:
 
 @dataclass
 class RewardConfig:
-    """`reward_config` of seed 000, plus the knobs each reward type needs (README: "Rewards")."""
+    """`reward_config` of seed 000, plus the knobs each reward type needs (docs/data-and-rewards.md)."""
 
     type: str = "rule_based"  # local | api | script | rule_based
     rule_type: str = "math"  # rule_based: math | code | json | regex | ifeval | yesno
@@ -148,7 +148,7 @@ class RewardConfig:
 
 @dataclass
 class GenerationConfig:
-    """`generation:` who writes the replies (README: "Generation backends")."""
+    """`generation:` who writes the replies (docs/backends-and-speed.md)."""
 
     # auto | selftrain (in-house engine) | selftrain_int8 (the engine on int8 linear layers) |
     # hf (model.generate) | llama_cpp (llama.cpp in this process, on the model's GGUF) | openai (a server)
@@ -295,7 +295,7 @@ class DPOSection:
 
 @dataclass
 class SelfRewardingConfig:
-    """`self_rewarding:` the Self-Rewarding loop (seed 004; README "Self-Rewarding"). Iteration 1 trains
+    """`self_rewarding:` the Self-Rewarding loop (seed 004; docs/methods/self-rewarding.md). Iteration 1 trains
     M1 by SFT on IFT + EFT data; iteration t >= 2 samples candidates with M_{t-1} (the top-level
     num_generations_per_prompt, temperature, top_p; prompts: samples_per_round of the pool), has
     M_{t-1} judge them, and trains M_t by DPO (`dpo:`) on its own preference pairs."""
@@ -314,7 +314,7 @@ class SelfRewardingConfig:
     eft_balance: str = "score"
     eft_from_ift: bool = False  # the IFT stage's rule-checked replies are EFT examples too (no extra generation)
     # replies cut off at the token limit kept per prompt as EFT examples: -1 every one; 0 none, so the judge
-    # learns to rank finished replies (a round never chooses a cut-off one; README "Self-Rewarding"); N at most N
+    # learns to rank finished replies (a round never chooses a cut-off one; docs/methods/self-rewarding.md); N at most N
     eft_max_cut_off: int = -1
     eft_repeats: int = 1  # each EFT example this many times in M1's training file (EFT epochs within one SFT)
     # Self-Instruct (paper §3.1.2): iteration t >= 2's prompts written by M_{t-1}, few-shot from seed prompts,
@@ -372,7 +372,7 @@ class SelfRewardingConfig:
 
 @dataclass
 class IterativeDPOConfig:
-    """`iterative_dpo:` online (iterative) DPO with a reward (README "Iterative DPO"): Self-Rewarding's loop
+    """`iterative_dpo:` online (iterative) DPO with a reward (docs/methods/iterative-dpo.md): Self-Rewarding's loop
     with the judge replaced by `reward_config`. Iteration t samples candidates with M_{t-1} (the top-level
     num_generations_per_prompt, temperature, top_p; samples_per_round prompts of the pool), scores them with
     the reward (judge.py), pairs the best and the worst reply per prompt and trains M_t by DPO (`dpo:`) from
@@ -391,7 +391,7 @@ DRAFT_ANALYSIS = ("drop", "after", "first")
 
 @dataclass
 class DistillConfig:
-    """`distill:` teacher chain-of-thought distillation (seed 003; README "Distillation"): the student drafts,
+    """`distill:` teacher chain-of-thought distillation (seed 003; docs/methods/distill.md): the student drafts,
     a teacher reasons about each draft, Track A / Track B SFT, Phase C DPO (`dpo:`, its `schedule`)."""
 
     # StrategyQA: a folder of <split>.jsonl|.json, or one file / hub id carved into disjoint test, dev and

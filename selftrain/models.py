@@ -111,7 +111,7 @@ def best_dtype(device: torch.device) -> torch.dtype:
 def cpu_kind() -> str:
     """The kind of CPU kernels PyTorch runs here: avx512_bf16 (bf16 is fast), avx512, avx2, or
     PyTorch's own name for what else it found. `ATEN_CPU_CAPABILITY=avx2` caps it, so the
-    AVX2 kind can be emulated on an AVX-512 machine (README: "Generation speed")."""
+    AVX2 kind can be emulated on an AVX-512 machine (docs/backends-and-speed.md)."""
     capability = torch.backends.cpu.get_cpu_capability()  # "AVX512", "AVX2", "DEFAULT", ...
     if capability.startswith("AVX512"):
         flags = _cpu_flags()

@@ -1,7 +1,7 @@
 """`generation.backend: auto`: which path generates, chosen per machine and per stage.
 
-The rule encodes what `bench/bench_generation.py` measured (README: "Generation
-speed", with the commit and CPU kind of each figure):
+The rule encodes what `bench/bench_generation.py` measured (docs/backends-and-speed.md,
+"Generation speed", with the commit and CPU kind of each figure):
 
 - Every stage uses the in-house engine on the model in the hardware's dtype
   (bf16 on the AVX-512 bf16 kind and on GPUs, fp32 elsewhere): it was the

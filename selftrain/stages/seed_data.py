@@ -23,7 +23,7 @@ and with its own marker:
                eft_from_ift the IFT step's judged replies too (no extra generation); eft_repeats
                copies of each
 This EFT differs from the paper's, which keeps M_SFT's own judgements when their ranking agrees with
-human rankings: here the targets are right by construction (README "Self-Rewarding").
+human rankings: here the targets are right by construction (docs/methods/self-rewarding.md).
 
   python ift_data.py --run_dir results/self_rewarding --iteration 1
   python eft_data.py --data_path data/eft.jsonl --output data/eft.train.jsonl
