@@ -127,6 +127,7 @@ def test_every_request_states_its_sampling(serve):
                 for i, p in enumerate(params)]
     run(backend(server.url), requests)
     bodies = sorted(server.bodies(), key=lambda body: body["prompt"])
+    assert len(bodies) == len(requests) == 3  # one request each: zip below pairs them all
     for body, r in zip(bodies, requests):
         assert body["model"] == MODEL and body["prompt"] == r.prompt_text
         assert (body["temperature"], body["top_p"], body["max_tokens"]) == (
