@@ -1,6 +1,7 @@
 """The SLURM wrappers against a real slurmctld (../shared/tools/slurm-local.sh up brings one up).
 
-Skipped, with the reason shown, when no cluster answers. Jobs run the real
+Skipped, with the reason shown, when no cluster answers; an error instead under SELFTRAIN_REQUIRE_SLURM=1
+(.ci/run sets it: CI is not green without them). Jobs run the real
 embedded model on a few problems; the node has 2 CPUs and every job asks for
 2, so jobs run one at a time, in submission order when they are free to start.
 """
@@ -38,8 +39,17 @@ def _cluster_answers() -> str | None:
     return None
 
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(_cluster_answers() is not None, reason=str(_cluster_answers()))]
+NO_CLUSTER = _cluster_answers()
+REQUIRED = os.environ.get("SELFTRAIN_REQUIRE_SLURM") == "1"  # set by .ci/run: there a missing cluster is a failure
+pytestmark = [pytest.mark.slow] + ([] if REQUIRED else [pytest.mark.skipif(NO_CLUSTER is not None,
+                                                                           reason=str(NO_CLUSTER))])
+
+
+@pytest.fixture(autouse=True)
+def cluster():
+    """With SELFTRAIN_REQUIRE_SLURM=1 a cluster that does not answer is an error in each test, not a skip."""
+    if NO_CLUSTER is not None:
+        pytest.fail(f"SELFTRAIN_REQUIRE_SLURM=1 but {NO_CLUSTER}", pytrace=False)
 
 
 def clean_env() -> dict:
