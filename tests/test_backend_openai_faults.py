@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from selftrain.config import GenerationConfig
-from selftrain.generation import BackendError, Request, SamplingParams, request_seed
+from selftrain.generation import BackendError, CallUsage, Request, SamplingParams, request_seed
 from selftrain.generation.openai_compat import OpenAIBackend
 
 from openai_fake import FakeOpenAI, fake_servers, prompt_of  # tests/ is on sys.path (pytest prepends a test file's folder)
@@ -85,6 +85,7 @@ def test_n_is_honoured_one_call_per_prompt_choices_in_order(serve, api):
             c = got[f"p{i}-s{j}"]
             assert c.text == f"prompt {i}|seed={seed31(f'p{i}-s0')}|i={j}"  # the group's seed, choice j
             assert c.finish_reason == ("stop" if j % 2 == 0 else "length") and c.num_tokens is None
+            assert c.call_usage == CallUsage(samples=4, prompt_tokens=3, completion_tokens=20)  # the call's, whole
     assert (b.stats.requests, b.stats.completions, b.stats.prompt_tokens, b.stats.completion_tokens) == (2, 8, 6, 40)
     assert b.describe() == {"backend": "openai", "base_url": server.url, "model": MODEL, "api": api,
                             "server_ignores_n": False}
@@ -105,6 +106,7 @@ def test_a_server_that_drops_n_gets_one_seeded_request_per_sample(serve, capfd, 
     assert sorted(body["seed"] for body in server.bodies()) == sorted(seed31(r.key) for r in requests)
     for r in requests:
         assert got[r.key].text == f"{r.prompt_text}|seed={seed31(r.key)}|i=0" and got[r.key].num_tokens == 5
+        assert got[r.key].call_usage is None  # one choice per call: its own count
     # Only calls sent before the server was found out asked for n; with one in flight, just the first.
     with_n = [body for body in server.bodies() if "n" in body]
     assert len(with_n) == (1 if concurrency == 1 else 3) and all(body["n"] == 4 for body in with_n)
@@ -127,6 +129,7 @@ def test_every_request_states_its_sampling(serve):
                 for i, p in enumerate(params)]
     run(backend(server.url), requests)
     bodies = sorted(server.bodies(), key=lambda body: body["prompt"])
+    assert len(bodies) == len(requests) == 3  # one request each: zip below pairs them all
     for body, r in zip(bodies, requests):
         assert body["model"] == MODEL and body["prompt"] == r.prompt_text
         assert (body["temperature"], body["top_p"], body["max_tokens"]) == (
@@ -235,6 +238,16 @@ def test_a_reply_without_usage_is_accepted_and_counts_no_tokens(serve, capfd):
     assert {c.text for c in got.values()} == {"r0", "r1", "r2"} and all(c.num_tokens is None for c in got.values())
     assert (b.stats.completions, b.stats.completion_tokens, b.stats.prompt_tokens) == (3, 0, 0)
     assert capfd.readouterr().err.count("no `usage`") == 1
+
+
+def test_a_call_for_n_samples_without_usage_leaves_every_count_unknown(serve):
+    server = serve(lambda n, path, body, headers: (200, {}, json.dumps(
+        {"choices": [choice(f"r{i}", index=i) for i in range(body["n"])]})))
+    b = backend(server.url)
+    got = run(b, requests_for(1, 3))
+    assert len(server.calls) == 1 and [c.text for c in sorted(got.values(), key=lambda c: c.key)] == ["r0", "r1", "r2"]
+    assert all(c.num_tokens is None and c.call_usage is None for c in got.values())
+    assert (b.stats.completions, b.stats.completion_tokens, b.stats.prompt_tokens) == (3, 0, 0)
 
 
 def test_401_stops_at_once_and_the_key_is_in_no_message_or_log(serve, monkeypatch, capfd):

@@ -16,6 +16,8 @@ from selftrain.config import DPO_LOSSES, Config, DPOSection, load_config, trl_dp
 from selftrain.errors import InputError
 from selftrain.stages import train_dpo
 
+from checkpoints import check_lora_moved_the_weights  # tests/ is on sys.path (pytest prepends a test file's folder)
+
 # policy / reference summed log-probs of 3 pairs; h_w = pc - rc, h_l = pr - rr
 PC, PR, RC, RR = [-1.0, -2.0, -4.0], [-3.0, -1.5, -2.0], [-1.5, -2.5, -3.0], [-2.0, -1.0, -2.5]
 H_W, H_L = [0.5, 0.5, -1.0], [-1.0, -0.5, 0.5]  # so delta = h_w - h_l = [1.5, 1.0, -1.5]
@@ -352,6 +354,7 @@ def test_train_dpo_writes_the_checkpoint_and_marker_and_a_rerun_does_nothing(tmp
     for key in ("final_rewards_margins", "mean_rewards_margins", "final_rewards_accuracies",
                 "mean_rewards_accuracies", "first_logps_chosen", "last_logps_chosen", "peak_rss_gib", "seconds"):
         assert isinstance(metrics[key], float), key
+    check_lora_moved_the_weights(tiny_model_dir, model)  # trained: not the initial model saved again
 
     before = snapshot(tmp_path / "run")
     train_dpo.main(argv)

@@ -1,6 +1,7 @@
 """The SLURM wrappers against a real slurmctld (../shared/tools/slurm-local.sh up brings one up).
 
-Skipped, with the reason shown, when no cluster answers. Jobs run the real
+Skipped, with the reason shown, when no cluster answers; an error instead under SELFTRAIN_REQUIRE_SLURM=1
+(.ci/run sets it: CI is not green without them). Jobs run the real
 embedded model on a few problems; the node has 2 CPUs and every job asks for
 2, so jobs run one at a time, in submission order when they are free to start.
 submit.sh's refusals that stop before any sbatch call run without a cluster: a
@@ -41,7 +42,21 @@ def _cluster_answers() -> str | None:
 
 
 NO_CLUSTER = _cluster_answers()
-needs_cluster = pytest.mark.skipif(NO_CLUSTER is not None, reason=str(NO_CLUSTER))
+REQUIRED = os.environ.get("SELFTRAIN_REQUIRE_SLURM") == "1"  # set by .ci/run: there a missing cluster is a failure
+
+
+@pytest.fixture
+def cluster():
+    """With SELFTRAIN_REQUIRE_SLURM=1 a cluster that does not answer is an error in each test, not a skip."""
+    if NO_CLUSTER is not None:
+        pytest.fail(f"SELFTRAIN_REQUIRE_SLURM=1 but {NO_CLUSTER}", pytrace=False)
+
+
+def needs_cluster(test):
+    """A test against the real slurmctld: skipped with the reason when none answers, unless REQUIRED."""
+    if REQUIRED:
+        return pytest.mark.usefixtures("cluster")(test)
+    return pytest.mark.skipif(NO_CLUSTER is not None, reason=str(NO_CLUSTER))(test)
 
 
 def clean_env() -> dict:

@@ -86,3 +86,25 @@ def test_server_samples_judge_select_and_train_like_the_engines(runs):
         model = marker(run_dir, "model")
         assert model["metrics"]["train_examples"] == len(train), name
         assert (run_dir / "iter_01" / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_a_by_hand_run_on_the_server_leaves_its_token_usage_beside_its_output(tmp_path, tokenizer):
+    """`create_data.py --steps generate --output FILE` (no run folder) through the launched server: FILE.config.json
+    holds the server's own counts of what the run used."""
+    out = tmp_path / "samples.jsonl"
+    proc = subprocess.run([sys.executable, "create_data.py", *COMMON, *SERVER, "--steps", "generate", "--output",
+                           str(out)], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["samples.config.json", "samples.jsonl"]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    metrics = json.loads((tmp_path / "samples.config.json").read_text())["metrics"]
+    assert len(records) == metrics["samples"] == 24  # configs/tiny.yaml: 12 prompts x 2
+    # llama-cpp-python's server answers one choice per call (it drops `n`): each reply has its own count
+    assert metrics["requests"] == metrics["completions"] == len(records)
+    assert all(isinstance(r["num_tokens"], int) and "call_usage" not in r for r in records)
+    assert metrics["generated_tokens"] == sum(r["num_tokens"] for r in records) > 0
+    # the prompts as the student's tokenizer counts them, up to a BOS per request and a token or two of
+    # tokenizer difference (llama.cpp tokenizes the GGUF's vocabulary itself)
+    student = sum(len(tokenizer(r["prompt_text"], add_special_tokens=False)["input_ids"]) for r in records)
+    assert abs(metrics["prompt_tokens"] - student) <= len(records) + student // 50, (metrics["prompt_tokens"], student)

@@ -192,6 +192,33 @@ def test_a_stage_killed_midway_resumes_without_losing_repeating_or_re_asking(fak
     assert marker["metrics"]["backend"]["server_ignores_n"] is (not honour_n)
 
 
+@pytest.mark.parametrize("honour_n", [True, False], ids=["n-honoured", "n-dropped"])
+def test_a_by_hand_run_leaves_its_token_usage_beside_its_output(fake, stage_env, tmp_path, honour_n):
+    """`create_data.py --steps generate --output FILE`, no run folder: FILE.config.json holds what the server
+    said it used (the fake's usage: 3 prompt tokens per call, 5 completion tokens per choice); a sample of a
+    call with `n` carries the call's usage whole, a sample of its own call its own count."""
+    server = fake(honour_n=honour_n)
+    out = tmp_path / "by_hand" / "samples.jsonl"
+    command = [sys.executable, "create_data.py", "--config", str(CONFIG), "--steps", "generate", "--output", str(out),
+               "--set", "generation.backend=openai", "--set", f"generation.base_url={server.url}",
+               "--set", "generation.api=completions"]
+    result = subprocess.run(command, cwd=REPO, env=stage_env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["samples.config.json", "samples.jsonl"]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in records] == IDS
+    metrics = json.loads((out.parent / "samples.config.json").read_text())["metrics"]
+    calls = len(server.calls)
+    assert calls == (12 if honour_n else 24)  # a server dropping n answers each call with one choice
+    assert (metrics["requests"], metrics["completions"]) == (calls, 24)
+    assert (metrics["prompt_tokens"], metrics["generated_tokens"]) == (3 * calls, 5 * 24)
+    if honour_n:
+        assert all(r["num_tokens"] is None and r["call_usage"] == {"samples": 2, "prompt_tokens": 3,
+                                                                   "completion_tokens": 10} for r in records)
+    else:
+        assert all(r["num_tokens"] == 5 and "call_usage" not in r for r in records)
+
+
 def test_the_api_key_reaches_the_server_and_no_file_or_log(fake, stage_env, tmp_path):
     deny = threading.Event()
     deny.set()

@@ -20,6 +20,8 @@ from selftrain.stages import create_data, evaluate, train
 from selftrain.stages.select import select_examples
 from selftrain.tasks.arithmetic import generate_split
 
+from checkpoints import check_lora_moved_the_weights, moved_tensors  # tests/ is on sys.path
+
 N_TRAIN, N_TEST, N_SAMPLES, MAX_NEW = 6, 4, 2, 8
 
 
@@ -297,6 +299,19 @@ def test_train_output_tree(trained_run, tiny_model_dir):
     assert json.loads((model / "config.json").read_text())["hidden_size"] == 32
     adapter = json.loads((model / "adapter" / "adapter_config.json").read_text())
     assert adapter["r"] == 16 and adapter["peft_type"] == "LORA"
+    check_lora_moved_the_weights(tiny_model_dir, model)  # trained: not the initial model saved again
+
+
+def test_full_fine_tuning_moves_every_weight_and_saves_no_adapter(tmp_path, tiny_model_dir, tokenizer):
+    from selftrain.stages.train import train as train_fn
+
+    config = load_config(write_config(tmp_path / "full.json", tiny_model_dir, training_method="full", dtype="fp32"))
+    train_file = hand_training_file(tmp_path / "train.jsonl", tokenizer, PromptSpec.from_config(config))
+    metrics = train_fn(config, train_file, tmp_path / "model", tiny_model_dir)
+    assert metrics["training_method"] == "full" and metrics["steps"] == math.ceil(TRAIN_ROWS / 2)
+    assert not (tmp_path / "model" / "adapter").exists()
+    moved, unchanged = moved_tensors(tiny_model_dir, tmp_path / "model")
+    assert moved and not unchanged  # embeddings and norms train too
 
 
 def test_train_rerun_is_noop(trained_run):

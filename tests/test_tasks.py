@@ -9,7 +9,8 @@ from selftrain.errors import InputError
 from selftrain.tasks import arithmetic, gsm8k
 from selftrain.tasks.arithmetic import DIFFICULTIES, generate_split, main, write_task
 
-GSM8K_DIR = Path("/work/shared/data/gsm8k")
+REPO = Path(__file__).resolve().parents[1]
+GSM8K_DIR = REPO.parent / "shared" / "data" / "gsm8k"  # the repository's ../shared, wherever it is cloned
 
 # Independent recomputation of each word-problem template from its prompt text.
 WORD_PROBLEMS = [
@@ -145,7 +146,7 @@ def test_is_gsm8k_record():
     assert not gsm8k.is_gsm8k_record({"prompt": "P", "metadata": {}})
 
 
-@pytest.mark.skipif(not GSM8K_DIR.is_dir(), reason=f"{GSM8K_DIR} not present")
+@pytest.mark.skipif(not GSM8K_DIR.is_dir(), reason=f"{GSM8K_DIR} not present (../shared is not beside the repository)")
 def test_load_real_gsm8k():
     records = gsm8k.load_gsm8k(str(GSM8K_DIR), "test")
     lines = (GSM8K_DIR / "test.jsonl").read_text(encoding="utf-8").splitlines()

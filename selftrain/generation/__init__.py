@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from selftrain.errors import InputError
 from selftrain.generation.base import (  # noqa: F401 - the package's public types
-    BACKENDS, FINISH_REASONS, Backend, BackendError, Completion, GenerationStats, OptionLogprobs, Request,
+    BACKENDS, FINISH_REASONS, Backend, BackendError, CallUsage, Completion, GenerationStats, OptionLogprobs, Request,
     SamplingParams, ScoreRequest,
     request_seed,
 )

@@ -40,14 +40,25 @@ class Request:
 
 
 @dataclass(frozen=True)
+class CallUsage:
+    """The server's `usage` of one call that answered several samples at once (`n`): the API counts only
+    the call's totals, so each sample of the call carries them whole, never a guessed share."""
+
+    samples: int  # choices the call returned (the samples that share these counts)
+    prompt_tokens: int
+    completion_tokens: int  # all its choices together
+
+
+@dataclass(frozen=True)
 class Completion:
     key: str
     text: str
     # generated tokens, without the stop token; None when the backend cannot tell (the openai backend
-    # for a call that returned n > 1 choices: the API counts only their total)
+    # for a call that returned n > 1 choices: the API counts only their total, in `call_usage`)
     num_tokens: int | None
     finish_reason: str  # "stop" (a stop token or string ended it) or "length" (max_new_tokens reached)
     token_ids: tuple[int, ...] | None = None  # local backends only (benchmark agreement, tests)
+    call_usage: CallUsage | None = None  # openai backend: a call of n > 1 choices whose reply had `usage`
 
 
 @dataclass(frozen=True)

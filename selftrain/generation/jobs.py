@@ -7,6 +7,12 @@ e.g. a hinted prompt) and `_messages` (the same prompt as chat messages, for
 chat APIs). `run_jobs` sends the jobs whose
 id is not yet on disk and appends each reply the moment it arrives, so a stage
 killed midway resumes without sending any request again.
+
+Each record gets `response`, `finish_reason` and `num_tokens`; a reply from a call that
+answered several samples at once (the openai backend's `n`) has `num_tokens` null and
+`call_usage` {samples, prompt_tokens, completion_tokens}: that call's totals, the same on
+each of its samples. What the stage spent (requests, prompt and generated tokens, seconds)
+goes in its metrics: the marker in a run, `<output>.config.json` beside a file by hand.
 """
 from __future__ import annotations
 
@@ -42,8 +48,11 @@ def run_jobs(backend, jobs: list[dict], appender: JsonlAppender, params: Samplin
     for completion in backend.generate(requests):
         if completion.key not in by_key:
             raise RuntimeError(f"backend {backend.name} answered {completion.key!r} twice or unasked")
-        appender.write({**by_key.pop(completion.key), "response": completion.text,
-                        "finish_reason": completion.finish_reason, "num_tokens": completion.num_tokens})
+        record = {**by_key.pop(completion.key), "response": completion.text,
+                  "finish_reason": completion.finish_reason, "num_tokens": completion.num_tokens}
+        if completion.call_usage is not None:  # one call answered several samples: its usage, shared whole
+            record["call_usage"] = dataclasses.asdict(completion.call_usage)
+        appender.write(record)
     if by_key:  # a backend must answer every request exactly once
         raise RuntimeError(f"backend {backend.name} returned no completion for {len(by_key)} requests, "
                            f"e.g. {next(iter(by_key))}")

@@ -35,7 +35,9 @@ choices or bad indices stops the stage with a BackendError naming the request
 key; so does any other 4xx, at once. `usage` may be missing (some servers omit
 it: its tokens count 0 in `stats`, said once); when present it must hold integer
 token counts. `Completion.num_tokens` is `usage.completion_tokens` for a call that
-produced one choice, None for n > 1 (the API counts only the total).
+produced one choice, None for n > 1: the API counts only the call's total, so each
+choice of such a call carries that total whole in `Completion.call_usage` (samples,
+prompt and completion tokens), never split into guessed per-choice counts.
 
 The key is read from the environment variable `generation.api_key_env`, never from
 a config; it is cut out of every message (servers may echo it) and never logged or
@@ -105,7 +107,7 @@ import openai
 from tqdm import tqdm
 
 from selftrain.generation.base import (
-    FINISH_REASONS, BackendError, Completion, GenerationStats, OptionLogprobs, Request, ScoreRequest,
+    FINISH_REASONS, BackendError, CallUsage, Completion, GenerationStats, OptionLogprobs, Request, ScoreRequest,
 )
 from selftrain.http import is_transient_status, key_from_env, parse_retry_after, preview, redact
 from selftrain.logging import log
@@ -335,9 +337,12 @@ class OpenAIBackend:
 
     def _assign(self, call: _Call, reply: _Reply) -> tuple[list[Completion], list[_Call]]:
         """The completions a reply answers, and the calls still to make for the rest of the group."""
-        self._tally(None if reply.completion_tokens is None else (reply.prompt_tokens or 0, reply.completion_tokens))
-        num_tokens = reply.completion_tokens if len(reply.choices) == 1 else None
-        done = [Completion(r.key, text, num_tokens, finish)
+        usage = None if reply.completion_tokens is None else (reply.prompt_tokens or 0, reply.completion_tokens)
+        self._tally(usage)
+        single = len(reply.choices) == 1
+        num_tokens = reply.completion_tokens if single else None
+        shared = CallUsage(len(reply.choices), *usage) if usage is not None and not single else None
+        done = [Completion(r.key, text, num_tokens, finish, call_usage=shared)
                 for r, (text, finish) in zip(call.requests, reply.choices)]
         rest = call.requests[len(reply.choices):]
         if rest and not self.server_ignores_n:

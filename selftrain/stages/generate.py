@@ -4,7 +4,9 @@ Output records (one per prompt x sample, appended and flushed one by one):
     id "<prompt_id>#<j>", prompt_id, sample_idx, iteration, generator,
     the input record's prompt/messages, difficulty, metadata,
     prompt_text (the exact rendered prompt, with the student's tokenizer, whatever
-    backend wrote the reply), response, finish_reason, num_tokens.
+    backend wrote the reply), response, finish_reason, num_tokens (null for the samples
+    of one openai call with `n`, which carry the call's `call_usage` instead:
+    generation/jobs.py).
 """
 from __future__ import annotations
 
