@@ -291,7 +291,9 @@ def test_the_seed_env_alone_asks_openai_and_without_its_key_stops_before_any_con
                             cwd=REPO, env={**env, "OPENAI_API_KEY": "sk-not-a-key"}, capture_output=True, text=True,
                             timeout=TIMEOUT)
     assert result.returncode != 0 and "sk-not-a-key" not in result.stderr
-    assert seen and all(line.startswith("CONNECT api.openai.com:443 ") for line in seen), seen
+    # a connection the client opens and drops unused sends no line (seen now and then): not a request
+    requests = [line for line in seen if line]
+    assert requests and all(line.startswith("CONNECT api.openai.com:443 ") for line in requests), seen
 
 
 def test_openai_base_url_points_the_seed_env_teacher_at_a_server_with_chat_completions(stage_env, drafts, tmp_path):
