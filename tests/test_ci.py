@@ -76,8 +76,9 @@ def test_the_slurm_tests_skip_without_a_cluster_and_error_when_ci_requires_one(t
     env["PATH"] = str(tmp_path)  # an empty folder: no sbatch, no sinfo
     if required:
         env["SELFTRAIN_REQUIRE_SLURM"] = "1"
+    # the five tests against a cluster (marked slow); submit.sh's refusals need none and run apart
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider",
-                           "tests/test_slurm.py"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+                           "-m", "slow", "tests/test_slurm.py"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     counts = dict((kind, int(n)) for n, kind in re.findall(r"(\d+) (passed|failed|skipped|error)s?\b", proc.stdout))
     assert counts == {outcome: 5}, proc.stdout[-3000:]
     assert "no sbatch on PATH" in proc.stdout
