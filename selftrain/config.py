@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
-from selftrain.errors import InputError
+from selftrain.errors import InputError, exit_code
 from selftrain.records import DIFFICULTIES
 
 REWARD_TYPES = ("local", "api", "script", "rule_based")
@@ -784,17 +784,12 @@ def main(argv=None) -> int:
 
     Prints `error: ...` and returns 2 on a bad file or key itself, like cli.run, so
     this module needs nothing above it."""
-    import sys
-
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        if len(argv) != 2:
+    def command(args: list[str]) -> None:
+        if len(args) != 2:
             raise InputError("usage: python -m selftrain.config CONFIG KEY")
-        print(lookup(argv[0], argv[1]))
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return 0
+        print(lookup(args[0], args[1]))
+
+    return exit_code(command, argv)
 
 
 if __name__ == "__main__":

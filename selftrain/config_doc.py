@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from selftrain import config as config_module
-from selftrain.errors import InputError
+from selftrain.errors import InputError, exit_code
 
 SOURCE = Path(config_module.__file__)
 SHOWN_SOURCE = "selftrain/config.py"
@@ -179,19 +179,16 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        if len(argv) > 1 or (argv and argv[0].startswith("-")):
+    def command(args: list[str]) -> None:
+        if len(args) > 1 or (args and args[0].startswith("-")):
             raise InputError("usage: python -m selftrain.config_doc [OUTPUT.md]")
         page = render()
-        if argv:
-            write_atomic(Path(argv[0]), page)
+        if args:
+            write_atomic(Path(args[0]), page)
         else:
             sys.stdout.write(page)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return 0
+
+    return exit_code(command, argv)
 
 
 if __name__ == "__main__":
