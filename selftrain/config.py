@@ -400,6 +400,7 @@ class DistillConfig:
     train_samples: int = 200  # training questions drafted and sent to the teacher (0: all)
     draft_max_new_tokens: int = 64  # reply limit of a draft (MAX_NEW_TOKENS; the draft is two short lines)
     draft_temperature: float = 0.0  # drafts of train and test questions alike (0: greedy)
+    draft_shots: int = 0  # worked drafts of dev questions shown before each draft prompt, yes/no alternating (0: none)
     # the teacher: a local checkpoint or hub id (local backends), the name a server knows (openai), or
     # "trained": a teacher this run trains first on the reasoning of held-apart questions (the offline demo)
     teacher_model: str = ""
@@ -440,7 +441,8 @@ class DistillConfig:
             return InputError(f"{where}: distill.{key}: {message}")
 
         self.teacher_generation.validate(where, "distill.teacher_generation")
-        for key in ("train_samples", "teacher_train_questions", "max_pairs", "question_quality_questions"):
+        for key in ("train_samples", "draft_shots", "teacher_train_questions", "max_pairs",
+                    "question_quality_questions"):
             if getattr(self, key) < 0:
                 raise bad(key, f"{getattr(self, key)} must be >= 0")
         for key in ("draft_max_new_tokens", "teacher_max_tokens", "question_quality_max_tokens"):

@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 
 from selftrain.config import DRAFT_ANALYSIS
+from selftrain.errors import InputError
 
 ANSWERS = ("yes", "no")
 # the iterations of a run: 0 the base model, 1 Track A, 2 Track B, FIRST_ROUND.. Phase C's rounds (num_rounds 3:
@@ -70,9 +71,49 @@ def question_of(record: dict) -> str:
 
 # --- the prompts (records for prompts.render_prompt / build_messages) ----------------------------
 
-def draft_record(record: dict) -> dict:
-    """What the student is asked to draft an answer to."""
-    return {"id": record["id"], "prompt": f"{question_of(record)}\n\n{DRAFT_INSTRUCTION}", "metadata": record["metadata"]}
+def draft_prompt(record: dict) -> str:
+    return f"{question_of(record)}\n\n{DRAFT_INSTRUCTION}"
+
+
+def draft_record(record: dict, shots: list[dict]) -> dict:
+    """What the student is asked to draft an answer to; `shots` (draft_shots): each a worked example before
+    it, as a chat turn of its own (its draft prompt, then its worked draft)."""
+    asked = {"id": record["id"], "prompt": draft_prompt(record), "metadata": record["metadata"]}
+    if shots:
+        turns = [[{"role": "user", "content": draft_prompt(s)}, {"role": "assistant", "content": worked_draft(s)}]
+                 for s in shots]
+        asked["messages"] = [m for pair in turns for m in pair] + [{"role": "user", "content": asked["prompt"]}]
+    return asked
+
+
+def worked_draft(record: dict) -> str:
+    """The seed's draft format filled from a record's truth, first fact and decomposition: what the student is
+    shown by example (`distill.draft_shots`)."""
+    meta = record["metadata"]
+    reason = meta["facts"][0].strip().rstrip(".") + "."
+    checks = " ".join(q.strip().rstrip(".?") + "?" for q in meta["decomposition"])
+    return f"Answer: {expected(record).capitalize()} - {reason}\nQuestions: {checks}"
+
+
+def draft_shots(config) -> list[dict]:
+    """The `distill.draft_shots` dev questions whose worked drafts precede every draft prompt of the run: a
+    seeded choice among those with facts and a decomposition, their truths alternating yes / no (which opens:
+    seeded). Dev questions only: never a question the student is trained or tested on. One call per stage."""
+    n = config.distill.draft_shots
+    if not n:
+        return []
+    usable = [r for r in questions(config, "dev") if r["metadata"].get("facts") and r["metadata"].get("decomposition")]
+    rng = random.Random(f"selftrain-draft-shots:{config.seed}")
+    pools = {a: [r for r in usable if expected(r) == a] for a in ANSWERS}
+    for pool in pools.values():
+        rng.shuffle(pool)
+    first = rng.randrange(2)
+    order = [ANSWERS[(first + i) % 2] for i in range(n)]
+    if any(order.count(a) > len(pools[a]) for a in ANSWERS):
+        raise InputError(f"distill.draft_shots {n}: the dev split has {len(pools['yes'])} yes and {len(pools['no'])} "
+                         f"no questions with facts and a decomposition, too few for {n} alternating worked drafts; "
+                         f"raise task.n_dev or lower distill.draft_shots")
+    return [pools[a].pop() for a in order]
 
 
 def teacher_record(record: dict, draft: str, facts: bool = False) -> dict:

@@ -280,6 +280,9 @@ def test_the_stage_drafts_the_test_questions_and_judges_them_in_both_orders(weig
         asked = sorted(which(body["prompt"]) for body in student.bodies())
         assert asked == list(range(N_TEST))
         assert all("Answer in exactly two lines:" in body["prompt"] for body in student.bodies())
+        # after the run's two worked drafts (distill_tiny: draft_shots 2), as drafts.py drafts
+        assert all(body["prompt"].count("Answer in exactly two lines:") == 3 for body in student.bodies())
+        assert len(marker(run_dir, "question_drafts")["metrics"]["draft_shots"]) == 2
         # the judge: t0..t3 (t4 has no Questions: line before, t5 the same questions), each in both orders
         bodies = judge.bodies()
         assert sorted(which(prompt_of(b)) for b in bodies) == [0, 0, 1, 1, 2, 2, 3, 3]

@@ -4,7 +4,9 @@ The student (the base model) drafts every question the run uses, in one resumabl
 training questions the teacher will see (`distill.train_samples`), the dev questions a trained
 teacher learns from (`distill.teacher_model: trained`) and the test questions (Track B's and
 Phase C's prompt holds the draft, so evaluation needs the student's draft of each test question,
-written the same way). Output records (appended one by one):
+written the same way). With `distill.draft_shots` N > 0 every draft prompt is preceded by the same N
+worked drafts of dev questions (the seed's format shown by example), their ids in the marker's metrics
+(`draft_shots`). Output records (appended one by one):
     id (the question's id), split, prompt, metadata (expected_answer, facts, decomposition),
     prompt_text (the rendered draft prompt), response (the draft), finish_reason, num_tokens,
     generator, draft_answer ("yes" / "no" / null: no clear answer).
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 from selftrain.cli import base_parser, resolve_config, run
 from selftrain.config import Config
-from selftrain.distill import draft_answer, draft_record, drafted_questions
+from selftrain.distill import draft_answer, draft_record, draft_shots, drafted_questions
 from selftrain.generation.base import SamplingParams
 from selftrain.generation.jobs import open_backend, run_jobs_in_order, stage_seed
 from selftrain.logging import log
@@ -25,13 +27,15 @@ from selftrain.records import read_jsonl, write_jsonl_atomic
 from selftrain.runs import open_stage
 
 
-def draft_jobs(config: Config, model_name: str, by_split: dict[str, list[dict]], tokenizer) -> list[dict]:
-    """One generation job per question ({split: records}): the draft prompt, rendered for `tokenizer`."""
+def draft_jobs(config: Config, model_name: str, by_split: dict[str, list[dict]], tokenizer,
+               shots: list[dict]) -> list[dict]:
+    """One generation job per question ({split: records}): the draft prompt after the worked drafts of `shots`
+    (distill.draft_shots), rendered for `tokenizer`."""
     spec = PromptSpec.from_config(config)
     jobs = []
     for split, records in by_split.items():
         for record in records:
-            asked = draft_record(record)
+            asked = draft_record(record, shots)
             jobs.append({"id": record["id"], "split": split, "prompt": record["prompt"], "metadata": record["metadata"],
                          "generator": model_name, "prompt_text": render_prompt(tokenizer, asked, spec),
                          "_messages": build_messages(asked, spec)})
@@ -56,12 +60,14 @@ def run_drafts(config: Config, backend, jobs: list[dict], output_path) -> tuple[
 
 def write_drafts(config: Config, model_name: str, output_path) -> dict:
     by_split = drafted_questions(config)
+    shots = draft_shots(config)
     backend, tokenizer = open_backend(config, model_name, PromptSpec.from_config(config), batch_size=config.batch_size,
                                       role="sample")
-    jobs = draft_jobs(config, model_name, by_split, tokenizer)
-    log(f"drafts: {', '.join(f'{len(v)} {k}' for k, v in by_split.items())} questions -> {output_path}")
+    jobs = draft_jobs(config, model_name, by_split, tokenizer, shots)
+    log(f"drafts: {', '.join(f'{len(v)} {k}' for k, v in by_split.items())} questions -> {output_path}, "
+        f"{len(shots)} worked drafts shown first")
     metrics, rows = run_drafts(config, backend, jobs, output_path)
-    metrics.update(draft_metrics(rows))
+    metrics.update(draft_metrics(rows), draft_shots=[s["id"] for s in shots])
     log(f"drafts: {metrics}")
     return metrics
 

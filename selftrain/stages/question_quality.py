@@ -31,7 +31,7 @@ from pathlib import Path
 
 from selftrain.cli import base_parser, resolve_config, run
 from selftrain.config import Config
-from selftrain.distill import teacher_spec
+from selftrain.distill import draft_shots, teacher_spec
 from selftrain.errors import InputError
 from selftrain.generation.base import SamplingParams
 from selftrain.generation.jobs import open_backend, run_jobs_in_order, stage_seed
@@ -61,14 +61,17 @@ def before_drafts(path, limit: int) -> list[dict]:
 # --- the model's drafts: the draft prompt of drafts.py ---------------------------------------------
 
 def draft_tests(config: Config, model_name: str, tests: list[dict], output_path) -> dict:
-    """`model_name`'s drafts of the test questions into `output_path` (drafts.py's records); the metrics."""
+    """`model_name`'s drafts of the test questions into `output_path` (drafts.py's records, after the same worked
+    drafts); the metrics."""
     spec = PromptSpec.from_config(config)
+    shots = draft_shots(config)
     backend, tokenizer = open_backend(config, model_name, spec, batch_size=config.batch_size, role="sample")
-    jobs = draft_jobs(config, model_name, {"test": tests}, tokenizer)
+    jobs = draft_jobs(config, model_name, {"test": tests}, tokenizer, shots)
     log(f"question quality: {model_name} drafts {len(jobs)} test questions -> {output_path}")
     metrics, rows = run_drafts(config, backend, jobs, output_path)
     metrics.update(draft_metrics(rows)["test"], with_questions=sum(clarifying_questions(r["response"]) is not None
-                                                                    for r in rows))
+                                                                    for r in rows),
+                   draft_shots=[s["id"] for s in shots])
     return metrics
 
 
