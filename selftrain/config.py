@@ -423,6 +423,7 @@ class DistillConfig:
     on_policy_pairs: bool = True  # M_{t-1}'s own samples on Track B's prompt: a correct reply vs a wrong one
     policy_samples: int = 8  # samples per training question and round
     policy_temperature: float = 1.0  # sampling temperature of Phase C's samples (> 0)
+    policy_questions: int = 0  # questions a round samples: a seeded draw of the validated set, new each round (0: all)
     draft_pairs: bool = False  # chosen = the teacher's target, rejected = the student's draft where it is wrong
     flipped_pairs: bool = False  # where no draft pair is made: rejected = the target with its verdict flipped
     max_pairs: int = 0  # Phase C: at most this many pairs per round, a seeded sample keeping the class shares (0: all)
@@ -442,7 +443,7 @@ class DistillConfig:
 
         self.teacher_generation.validate(where, "distill.teacher_generation")
         for key in ("train_samples", "draft_shots", "teacher_train_questions", "max_pairs",
-                    "question_quality_questions"):
+                    "question_quality_questions", "policy_questions"):
             if getattr(self, key) < 0:
                 raise bad(key, f"{getattr(self, key)} must be >= 0")
         for key in ("draft_max_new_tokens", "teacher_max_tokens", "question_quality_max_tokens"):

@@ -19,7 +19,7 @@ from selftrain.records import read_jsonl, write_jsonl_atomic
 from selftrain.rewards.yesno import extract_yes_no
 from selftrain.runs import stage_output
 from selftrain.stages.distill_data import pairs, track_b
-from selftrain.stages.on_policy import policy_pairs
+from selftrain.stages.on_policy import policy_pairs, policy_prompts
 
 REPO = Path(__file__).resolve().parents[1]
 YESNO = {"method": "distill", "task": {"name": "yesno"}, "reward_config": {"type": "rule_based", "rule_type": "yesno"}}
@@ -29,6 +29,21 @@ SPEC = PromptSpec("", 0, "", True)
 def reply(verdict: str | None, tag: str) -> str:
     end = f"the answer is: **{verdict.upper()}**" if verdict else "I cannot tell."
     return f"## Step-by-Step Reasoning\n1. Step {tag}.\n\n## Final Assessment\n{end}"
+
+
+def test_policy_questions_a_seeded_draw_per_round_in_the_validated_order():
+    kept = [{"id": f"q{i}", "prompt": f"Is {i} more than 5?", "metadata": {"expected_answer": "yes"},
+             "draft": f"Answer: Yes - draft {i}"} for i in range(20)]
+    kept.append({**kept[7], "id": "q7~up1"})  # an upsampled copy: still one question
+    every = [p["id"] for p in policy_prompts(kept)]
+    assert every == [f"q{i}" for i in range(20)]
+    assert [p["id"] for p in policy_prompts(kept, 25, "0:policy:3")] == every  # more than there are: all of them
+    round3 = [p["id"] for p in policy_prompts(kept, 6, "0:policy:3")]
+    assert len(round3) == 6 and round3 == [q for q in every if q in round3]  # the validated order kept
+    assert round3 == [p["id"] for p in policy_prompts(kept, 6, "0:policy:3")]  # deterministic
+    assert round3 != [p["id"] for p in policy_prompts(kept, 6, "0:policy:4")]  # another round, another draw
+    assert set(round3) <= {p["id"] for p in policy_prompts(kept, 12, "0:policy:3")}  # N grows: the draw extends
+    assert "Student draft:\nAnswer: Yes - draft" in policy_prompts(kept, 6, "0:policy:3")[0]["prompt"]
 
 
 def sample(question: str, truth: str, j: int, text: str, cut_off: bool = False) -> dict:

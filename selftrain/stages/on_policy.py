@@ -3,7 +3,8 @@ on Track B's prompt, and the preference pairs they give.
 
 Round t (iteration t >= 3; num_rounds 3: one round, 4: two, ...) samples `distill.policy_samples`
 replies at `distill.policy_temperature` from M_{t-1} (Track B's model for t = 3) for every question
-Track B trained on (the validated set of iteration 1), on Track B's prompt: the question and the base
+Track B trained on (the validated set of iteration 1; `distill.policy_questions` N > 0: N of them, a
+seeded draw that differs from round to round), on Track B's prompt: the question and the base
 student's draft, the exact training and evaluation prompt. The samples are generate.py's records
 (id "<question>#<j>", prompt_id, sample_idx, prompt_text, response, finish_reason, ...), written as
 iteration t's `samples` stage, so judge.py scores them with the yesno reward (`judged`: the verdict
@@ -36,13 +37,17 @@ def question_id(row: dict) -> str:
     return row["id"].split("~up")[0]
 
 
-def policy_prompts(kept: list[dict]) -> list[dict]:
-    """Track B's prompt record of each question of the validated set, once, in its order."""
+def policy_prompts(kept: list[dict], questions: int = 0, seed: str = "") -> list[dict]:
+    """Track B's prompt record of each question of the validated set, once, in its order; `questions` > 0:
+    only that many, the first by `seed` (records.seeded_key: the draw depends on the ids alone)."""
     seen, prompts = set(), []
     for row in kept:
         if question_id(row) not in seen:
             seen.add(question_id(row))
             prompts.append(track_b_record({**row, "id": question_id(row)}, row["draft"]))
+    if 0 < questions < len(prompts):
+        drawn = {p["id"] for p in sorted(prompts, key=lambda p: seeded_key(p, seed))[:questions]}
+        prompts = [p for p in prompts if p["id"] in drawn]
     return prompts
 
 
@@ -54,12 +59,13 @@ def write_samples(config: Config, model_name: str, kept: list[dict], output_path
     d = config.distill
     sampling = dataclasses.replace(config, num_generations_per_prompt=d.policy_samples,
                                    temperature=d.policy_temperature)
-    prompts = policy_prompts(kept)
+    prompts = policy_prompts(kept, d.policy_questions, f"{config.seed}:policy:{iteration}")
     backend, tokenizer = open_backend(sampling, model_name, PromptSpec.from_config(config),
                                       batch_size=config.batch_size, role="sample")
     with backend:
         metrics = generate_samples(sampling, model_name, prompts, output_path, iteration, backend, tokenizer)
-    return {**metrics, "questions": len(prompts), "policy_samples": d.policy_samples,
+    return {**metrics, "questions": len(prompts), "of_questions": len(policy_prompts(kept)),
+            "policy_samples": d.policy_samples,
             "policy_temperature": d.policy_temperature}
 
 
