@@ -64,7 +64,7 @@ def write_samples(config: Config, model_name: str, kept: list[dict], output_path
                                       batch_size=config.batch_size, role="sample")
     with backend:
         metrics = generate_samples(sampling, model_name, prompts, output_path, iteration, backend, tokenizer)
-    return {**metrics, "questions": len(prompts), "of_questions": len(policy_prompts(kept)),
+    return {**metrics, "questions": len(prompts), "of_questions": len({question_id(r) for r in kept}),
             "policy_samples": d.policy_samples,
             "policy_temperature": d.policy_temperature}
 
